@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -82,11 +81,14 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    # BatchNorm running statistics are averaged like the weights: copying the live model's
+    # statistics into the averaged weights mismatches them and ruins the EMA model's accuracy.
     with torch.no_grad():
-        for ema_param, param in zip(ema.parameters(), model.parameters()):
-            ema_param.lerp_(param, 1.0 - decay)
-        for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+        for ema_value, value in zip(ema.state_dict().values(), model.state_dict().values()):
+            if ema_value.dtype.is_floating_point:
+                ema_value.lerp_(value, 1.0 - decay)
+            else:
+                ema_value.copy_(value)
 
 
 def train(

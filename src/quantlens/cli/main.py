@@ -1,0 +1,53 @@
+"""The ``quantlens`` command: one subcommand per task, errors as one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from quantlens.errors import QuantlensError
+
+logger = logging.getLogger("quantlens")
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    from quantlens.cli import inspect_commands, run_commands, zoo_commands
+
+    parser = argparse.ArgumentParser(
+        prog="quantlens",
+        description="Inspect weights and activations of float and quantized models "
+        "(ONNX, PyTorch state_dict, safetensors, TorchScript).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (inspect_commands, run_commands, zoo_commands):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except (QuantlensError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"quantlens: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("quantlens: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
