@@ -225,6 +225,8 @@ def adapter_from_spec(spec: InputSpec) -> InputAdapter:
         scaling=scaling,
         mean=tuple(mean or CIFAR10_MEAN_UNIT),
         std=tuple(std or CIFAR10_STD_UNIT),
+        input_scale=spec.input_scale,
+        input_zero_point=spec.input_zero_point,
         source=spec.source,
     )
 

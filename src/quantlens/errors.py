@@ -53,3 +53,7 @@ class InputError(QuantlensError, ValueError):
 
 class CaptureError(QuantlensError, RuntimeError):
     """Running the model to capture activations failed."""
+
+
+class DownloadError(QuantlensError, ConnectionError):
+    """A download that failed: network error, HTTP error or a checksum mismatch."""

@@ -13,6 +13,7 @@ Image-like inputs become uint8 RGB arrays ``(N, H, W, 3)``; the adapter in
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -114,23 +115,12 @@ def load_images(paths: Sequence[str | os.PathLike[str]], *, size: tuple[int, int
     Grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB; each conversion and
     resize is reported in ``notices``. Files that are not images raise InputError.
     """
-    from PIL import Image, UnidentifiedImageError
-
     arrays, descriptions, notices = [], [], []
     for raw_path in paths:
         path = Path(raw_path).expanduser()
         if not path.is_file():
             raise InputError(f"image file not found: {str(path)!r}")
-        try:
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise InputError(
-                        f"image {str(path)!r} is {image.width}x{image.height} pixels, more than "
-                        f"the {MAX_IMAGE_PIXELS} quantlens decodes; downscale it first"
-                    )
-                array, note = _to_rgb(image, size)
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise InputError(f"{str(path)!r} is not a readable image (PNG or JPEG): {exc}") from exc
+        array, note = _decode_image(path, label=str(path), size=size)
         if note:
             notices.append(f"{path.name}: {note}")
         arrays.append(array)
@@ -146,6 +136,35 @@ def load_images(paths: Sequence[str | os.PathLike[str]], *, size: tuple[int, int
         descriptions=tuple(descriptions),
         notices=tuple(notices),
     )
+
+
+def load_image_bytes(data: bytes, *, name: str, size: tuple[int, int] | None = None) -> InputBatch:
+    """Decode one image file's bytes (an upload) as :func:`load_images` decodes a file.
+
+    ``name`` is the file name shown in descriptions and error messages.
+    """
+    array, note = _decode_image(io.BytesIO(data), label=name, size=size)
+    notices = (f"{name}: {note}",) if note else ()
+    for notice in notices:
+        logger.info("%s", notice)
+    return InputBatch(images=array[np.newaxis], labels=(None,), descriptions=(name,), notices=notices)
+
+
+def _decode_image(
+    source: Path | io.BytesIO, *, label: str, size: tuple[int, int] | None
+) -> tuple[np.ndarray, str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise InputError(
+                    f"image {label!r} is {image.width}x{image.height} pixels, more than "
+                    f"the {MAX_IMAGE_PIXELS} quantlens decodes; downscale it first"
+                )
+            return _to_rgb(image, size)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{label!r} is not a readable image (PNG or JPEG): {exc}") from exc
 
 
 def _to_rgb(image: object, size: tuple[int, int] | None) -> tuple[np.ndarray, str]:

@@ -236,6 +236,9 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: str = "signature"
+    # Quantization of an integer input tensor (TFLite int8/uint8 inputs): q = x / scale + zero_point.
+    input_scale: float | None = None
+    input_zero_point: int | None = None
 
     @classmethod
     def from_metadata(cls, data: Mapping[str, object], *, source: str) -> InputSpec:

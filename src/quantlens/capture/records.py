@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -10,6 +11,28 @@ from quantlens.adapter import InputAdapter
 from quantlens.errors import LayerNotFoundError
 from quantlens.inputs import InputBatch
 from quantlens.records import Tensor
+
+
+class CapturePoint(NamedTuple):
+    """A value that capture can record, listed without running the model.
+
+    ``name`` is the activation name (ONNX value name, TorchScript value name or module name),
+    ``layer`` the node or module that produces it and ``op_type`` that node's operator or that
+    module's class.
+    """
+
+    name: str
+    layer: str
+    op_type: str
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class CapturedRun:
+    """What one backend run returns before it is wrapped into a CaptureResult."""
+
+    activations: tuple[Activation, ...]
+    outputs: tuple[np.ndarray, ...]
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, repr=False, eq=False)

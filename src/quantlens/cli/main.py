@@ -16,17 +16,17 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
-    from quantlens.cli import inspect_commands, run_commands, zoo_commands
+    from quantlens.cli import app_commands, capture_commands, inspect_commands, run_commands, zoo_commands
 
     parser = argparse.ArgumentParser(
         prog="quantlens",
         description="Inspect weights and activations of float and quantized models "
-        "(ONNX, PyTorch state_dict, safetensors, TorchScript).",
+        "(ONNX, PyTorch state_dict, safetensors, TorchScript, TFLite, Keras HDF5).",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (inspect_commands, run_commands, zoo_commands):
+    for module in (inspect_commands, run_commands, capture_commands, zoo_commands, app_commands):
         module.register(subparsers)
     return parser
 

@@ -32,6 +32,7 @@ class Reader:
 
 
 _READERS: list[Reader] = []
+_builtins_loaded = False
 
 
 def register(reader: Reader) -> Reader:
@@ -42,8 +43,18 @@ def register(reader: Reader) -> Reader:
 
 def readers() -> list[Reader]:
     """Return the registered readers, loading the built-in ones on first use."""
-    if not _READERS:
-        from quantlens.readers import onnx_reader, torch_reader  # noqa: F401  (they register)
+    global _builtins_loaded
+    if not _builtins_loaded:
+        # A reader module imported earlier may already have registered itself, so a flag, not
+        # an empty registry, says whether the built-in modules were imported.
+        from quantlens.readers import (  # noqa: F401  (importing a reader module registers it)
+            keras_reader,
+            onnx_reader,
+            tflite_reader,
+            torch_reader,
+        )
+
+        _builtins_loaded = True
     return list(_READERS)
 
 

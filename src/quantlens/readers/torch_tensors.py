@@ -1,4 +1,4 @@
-"""Turn PyTorch tensors and state_dict keys into Tensor, Quantization and Layer records.
+"""Turn PyTorch tensors, state_dict keys and stored metadata into quantlens records.
 
 Shared by the state_dict, safetensors and TorchScript readers. torch is imported lazily, so this
 module is cheap to import.
@@ -7,14 +7,17 @@ module is cheap to import.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from quantlens.errors import UnsupportedModelError
-from quantlens.records import INTEGER_RANGES, Layer, Quantization, Role, Tensor
+from quantlens.records import INTEGER_RANGES, InputSpec, Layer, Quantization, Role, Tensor
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +38,11 @@ _BATCH_NORM_AFTER = {
     "Conv3d": "BatchNorm3d",
 }
 
-# Tensor dtypes that numpy has no type for; their values are converted to float32.
+# Model.metadata key and value that mark op types guessed from tensor names and shapes.
+OP_TYPES_KEY = "op_types"
+GUESSED_OP_TYPES = "guessed from tensor names and shapes"
+
+# Tensor dtypes that numpy has no type for. Their values are converted to float32.
 _WIDENED_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 
 
@@ -91,7 +98,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """Return a float tensor's values as numpy; dtypes numpy lacks (bfloat16, float8) become float32."""
+    """Return a float tensor's values as numpy, widening dtypes numpy lacks (bfloat16, float8) to float32."""
     tensor = tensor.detach().cpu()
     if dtype_name(tensor.dtype) in _WIDENED_DTYPES:
         import torch
@@ -115,8 +122,8 @@ def storage_dtype_name(dtype: torch.dtype) -> str:
     storage = {torch.qint8: "int8", torch.quint8: "uint8", torch.qint32: "int32"}.get(dtype)
     if storage is None:
         raise UnsupportedModelError(
-            f"quantized dtype {dtype_name(dtype)!r} is not supported; quantlens reads qint8, "
-            "quint8 and qint32 tensors"
+            f"quantized dtype {dtype_name(dtype)!r} is not supported. quantlens reads qint8, "
+            "quint8 and qint32 tensors."
         )
     return storage
 
@@ -151,8 +158,8 @@ def quantization_record(name: str, qtensor: torch.Tensor) -> Quantization:
             storage_dtype=storage,
         )
     raise UnsupportedModelError(
-        f"tensor {name!r} uses quantization scheme {scheme}, which quantlens does not read; "
-        "supported schemes are per-tensor and per-channel affine with integer zero points"
+        f"tensor {name!r} uses quantization scheme {scheme}, which quantlens does not read. "
+        "Supported schemes are per-tensor and per-channel affine with integer zero points."
     )
 
 
@@ -201,9 +208,91 @@ def _role_rank(tensor: Tensor) -> int:
 
 
 def build_layers(grouped: Mapping[str, list[Tensor]], op_types: Mapping[str, str]) -> tuple[Layer, ...]:
-    """Build layers in the order of ``grouped``; in each, weight comes first, then bias, then the rest."""
+    """Build layers in the order of ``grouped``, each with its weight first, then bias, then the rest."""
     layers = []
     for index, (name, tensors) in enumerate(grouped.items()):
         ordered = tuple(sorted(tensors, key=_role_rank))
         layers.append(Layer(name=name, op_type=op_types.get(name, "unknown"), tensors=ordered, index=index))
     return tuple(layers)
+
+
+def input_spec_from_metadata(raw: object, *, path: Path, where: str) -> InputSpec | None:
+    """Build the input spec from a stored quantlens input description: a dict or its JSON text.
+
+    Returns None when ``raw`` is None or empty. An invalid description is logged as a warning and
+    also gives None, so that the weights stay readable.
+    """
+    if raw is None or raw in ("", b""):
+        return None
+    data = raw
+    if isinstance(raw, (str, bytes)):
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            logger.warning(
+                "ignoring the input description in %s of %s: invalid JSON (%s)", where, path, error
+            )
+            return None
+    if not isinstance(data, Mapping):
+        logger.warning(
+            "ignoring the input description in %s of %s: expected a JSON object, got %s",
+            where,
+            path,
+            type(data).__name__,
+        )
+        return None
+    try:
+        return InputSpec.from_metadata(data, source="metadata")
+    except (TypeError, ValueError) as error:
+        logger.warning("ignoring the input description in %s of %s: %s", where, path, error)
+        return None
+
+
+def architecture_module_types(name: object) -> Mapping[str, str] | None:
+    """Return module name -> type name of a bundled architecture, in module order.
+
+    Returns None when ``name`` is not an architecture in ``quantlens.zoo.architectures()``.
+    """
+    if not isinstance(name, str) or not name:
+        return None
+    return _bundled_module_types(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _bundled_module_types(name: str) -> Mapping[str, str] | None:
+    from quantlens.zoo import architectures
+
+    factory = architectures().get(name)
+    if factory is None:
+        logger.info("architecture %r is not bundled with quantlens; guessing op types instead", name)
+        return None
+    module_types = {module_name: type(module).__name__ for module_name, module in factory().named_modules()}
+    return MappingProxyType(module_types)
+
+
+def _op_types_for_layers(
+    shapes_by_layer: Mapping[str, Mapping[str, tuple[int, ...]]], *, architecture: object
+) -> tuple[dict[str, str], bool]:
+    """Return each layer's op type and whether any of them is a guess.
+
+    Layers that a bundled ``architecture`` names get their module type from it. The rest get the
+    guess of ``guess_op_types``.
+    """
+    known = architecture_module_types(architecture) or {}
+    guesses = guess_op_types(shapes_by_layer)
+    op_types = {layer: known.get(layer, guesses[layer]) for layer in shapes_by_layer}
+    guessed = any(layer not in known for layer in shapes_by_layer)
+    return op_types, guessed
+
+
+def build_layers_by_key(
+    grouped: Mapping[str, list[Tensor]], *, architecture: object
+) -> tuple[tuple[Layer, ...], bool]:
+    """Build layers from tensors grouped by state_dict key prefix, and return whether op types are guessed.
+
+    Op types come from the bundled ``architecture`` where it names the layer, else from
+    ``guess_op_types``.
+    """
+    shapes = {layer: {t.name.rpartition(".")[2]: t.shape for t in group} for layer, group in grouped.items()}
+    op_types, guessed = _op_types_for_layers(shapes, architecture=architecture)
+    return build_layers(grouped, op_types), guessed

@@ -1,4 +1,4 @@
-"""One Session interface over onnxruntime and PyTorch, with the model's input adapter."""
+"""One Session interface over onnxruntime, PyTorch and LiteRT, with the model's input adapter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from quantlens.adapter import InputAdapter
-from quantlens.errors import ModelNotFoundError
+from quantlens.errors import ModelNotFoundError, UnsupportedModelError
 from quantlens.inputs import InputBatch
 from quantlens.readers.registry import choose_reader
 
@@ -52,10 +52,20 @@ def open_session(
     if not file_path.is_file():
         raise ModelNotFoundError(f"model file not found: {str(file_path)!r}")
     session: Session
-    if choose_reader(file_path).name == "onnx":
+    reader_name = choose_reader(file_path).name
+    if reader_name == "onnx":
         from quantlens.runtime.onnx_session import OnnxSession
 
         session = OnnxSession(file_path)
+    elif reader_name == "tflite":
+        from quantlens.runtime.tflite_session import TfliteSession
+
+        session = TfliteSession(file_path)
+    elif reader_name == "keras":
+        raise UnsupportedModelError(
+            f"running Keras models needs TensorFlow, which quantlens does not use, so {file_path.name} "
+            "can only be inspected (`quantlens layers`/`stats`); convert it to TFLite or ONNX to run it"
+        )
     else:
         from quantlens.runtime.torch_session import load_torch_session
 

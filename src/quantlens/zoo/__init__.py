@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    # Imported for annotations only, so that `quantlens.zoo.bundled` loads without torch.
+    from torch import nn
 
 
 def architectures() -> dict[str, Callable[[], nn.Module]]:

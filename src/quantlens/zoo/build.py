@@ -64,30 +64,50 @@ def export_onnx(model: ResNet8, path: Path) -> None:
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     proto = onnx.load(str(path))
+    _inline_identity_initializers(proto)
     _rename_initializers(proto)
     _set_metadata(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
 
+def _inline_identity_initializers(proto: onnx.ModelProto) -> None:
+    # The exporter deduplicates equal constants and feeds the copies through Identity nodes
+    # (seen with torch 2.13); quantizers expect each Conv bias to be an initializer itself.
+    originals = {init.name: init for init in proto.graph.initializer}
+    identities = [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in originals]
+    for node in identities:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(originals[node.input[0]])
+        copy.name = node.output[0]
+        proto.graph.initializer.append(copy)
+        proto.graph.node.remove(node)
+
+
 def _rename_initializers(proto: onnx.ModelProto) -> None:
-    # The exporter names folded Conv weights "onnx::Conv_123"; name them after the module
-    # instead ("stack1.conv1.weight"), the way the PyTorch state_dict does.
-    renames: dict[str, str] = {}
-    initializers = {init.name for init in proto.graph.initializer}
+    # The exporter names folded Conv weights "onnx::Conv_123" and may share one initializer
+    # between layers whose values are equal. Give each layer its own copy named after the
+    # module ("stack1.conv1.weight"), the way the PyTorch state_dict does.
+    originals = {init.name: init for init in proto.graph.initializer}
+    renamed: list[onnx.TensorProto] = []
     for node in proto.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
         module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
         for slot, role in ((1, "weight"), (2, "bias")):
-            if len(node.input) > slot and node.input[slot] in initializers:
-                renames[node.input[slot]] = f"{module}.{role}"
-    for init in proto.graph.initializer:
-        init.name = renames.get(init.name, init.name)
-    for node in proto.graph.node:
-        for index, name in enumerate(node.input):
-            if name in renames:
-                node.input[index] = renames[name]
+            if len(node.input) > slot and node.input[slot] in originals:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(originals[node.input[slot]])
+                copy.name = f"{module}.{role}"
+                renamed.append(copy)
+                node.input[slot] = copy.name
+    still_used = {name for node in proto.graph.node for name in node.input}
+    new_names = {init.name for init in renamed}
+    kept = [
+        init for init in proto.graph.initializer if init.name in still_used and init.name not in new_names
+    ]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept + renamed)
 
 
 def _set_metadata(proto: onnx.ModelProto) -> None:

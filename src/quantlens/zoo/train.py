@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from quantlens.datasets.cifar10 import Cifar10Split, load_split
+from quantlens.errors import InputError
 from quantlens.zoo.resnet8 import ResNet8, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ def train(
     checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=True)
+        if int(state.get("epochs", config.epochs)) != config.epochs:
+            raise InputError(
+                f"{checkpoint_path} belongs to a {state['epochs']}-epoch run, so it cannot resume "
+                f"a {config.epochs}-epoch one; use another --out or the same --epochs"
+            )
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -171,6 +177,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
                 "epoch": epoch + 1,
+                "epochs": config.epochs,
             },
             checkpoint_path,
         )

@@ -1,0 +1,155 @@
+"""Plotly figures built from statistics records: histograms and per-channel ranges.
+
+Binning happens on the server, so a figure carries one bar per bin (position, width, percent,
+bin edges and count) and never the tensor's values: its size depends on the number of bins, not
+on the number of elements. Weights are drawn in blue and activations in orange.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from quantlens.stats import Histogram, Saturation
+
+
+class Kind(str, enum.Enum):
+    """What a chart shows, which sets its colour."""
+
+    WEIGHT = "weight"
+    ACTIVATION = "activation"
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Bar colours: ``strong`` for bins in focus, ``muted`` for the others."""
+
+    strong: str
+    muted: str
+
+
+PALETTES = {
+    Kind.WEIGHT: Palette(strong="#1f77b4", muted="rgba(31, 119, 180, 0.28)"),
+    Kind.ACTIVATION: Palette(strong="#ff7f0e", muted="rgba(255, 127, 14, 0.28)"),
+}
+SATURATION_COLOR = "#d62728"  # bars of codes at qmin or qmax
+FIGURE_HEIGHT = 340
+
+HOVER_BIN = (
+    "%{customdata[0]:.6g} to %{customdata[1]:.6g}<br>"
+    "%{y:.3g}% of elements (%{customdata[2]:,.0f})<extra></extra>"
+)
+HOVER_CODE = "code %{x}<br>%{y:.3g}% of codes (%{customdata[2]:,.0f})<extra></extra>"
+
+
+def histogram_figure(
+    histogram: Histogram,
+    *,
+    kind: Kind,
+    title: str,
+    x_title: str,
+    highlight: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Draw one bar per bin with the y axis in percent of the binned elements.
+
+    With ``highlight`` (low, high), bins that overlap [low, high] keep the strong colour and the
+    others are muted, and the range is shaded. The layout selects horizontal ranges when the
+    user drags, so the app can read back a value range from the selection.
+    """
+    palette = PALETTES[Kind(kind)]
+    colors: str | list[str] = palette.strong
+    if highlight is not None:
+        inside = bins_in_range(histogram.edges, *highlight)
+        colors = [palette.strong if flag else palette.muted for flag in inside]
+    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_BIN))
+    _style(figure, title=title, x_title=x_title, y_title="share of elements (%)")
+    figure.update_layout(dragmode="select", selectdirection="h")
+    if highlight is not None:
+        low, high = highlight
+        figure.add_vrect(x0=low, x1=high, fillcolor=palette.strong, opacity=0.08, line_width=0, layer="below")
+    return figure
+
+
+def integer_code_figure(
+    histogram: Histogram, *, kind: Kind, title: str, saturation: Saturation | None = None
+) -> go.Figure:
+    """Draw one bar per integer code (bins of width 1, as ``stats.integer_histogram`` makes).
+
+    Bars of the codes equal to qmin or qmax are red when ``saturation`` is given, because
+    values that clipped during quantization end up there.
+    """
+    palette = PALETTES[Kind(kind)]
+    codes = _bin_centers(histogram.edges)
+    colors: str | list[str] = palette.strong
+    if saturation is not None:
+        colors = [
+            SATURATION_COLOR if code in (saturation.qmin, saturation.qmax) else palette.strong
+            for code in codes.round().astype(np.int64).tolist()
+        ]
+    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_CODE))
+    _style(figure, title=title, x_title="integer code", y_title="share of codes (%)")
+    return figure
+
+
+def channel_range_figure(
+    low: np.ndarray, high: np.ndarray, *, kind: Kind, title: str, axis: int, y_title: str
+) -> go.Figure:
+    """Draw one floating bar per channel from its minimum to its maximum.
+
+    ``low`` and ``high`` are the per-channel minimum and maximum along ``axis``, as
+    ``stats.channel_ranges`` returns them.
+    """
+    palette = PALETTES[Kind(kind)]
+    channels = np.arange(low.size)
+    span = np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)
+    bar = go.Bar(
+        x=channels,
+        y=span,
+        base=np.asarray(low, dtype=np.float64),
+        customdata=np.column_stack([low, high]),
+        marker={"color": palette.strong},
+        hovertemplate="channel %{x}<br>min %{customdata[0]:.6g}<br>max %{customdata[1]:.6g}<extra></extra>",
+    )
+    figure = go.Figure(bar)
+    _style(figure, title=title, x_title=f"output channel (axis {axis})", y_title=y_title, percent=False)
+    figure.add_hline(y=0, line_width=1, line_color="#888888")
+    return figure
+
+
+def bins_in_range(edges: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Return a boolean per bin: True when bin [edge_i, edge_i+1] overlaps [low, high]."""
+    edges = np.asarray(edges, dtype=np.float64)
+    return (edges[1:] >= low) & (edges[:-1] <= high)
+
+
+def _bin_centers(edges: np.ndarray) -> np.ndarray:
+    edges = np.asarray(edges, dtype=np.float64)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def _bin_bars(histogram: Histogram, *, colors: str | list[str], hover: str) -> go.Bar:
+    edges = np.asarray(histogram.edges, dtype=np.float64)
+    return go.Bar(
+        x=_bin_centers(edges),
+        y=histogram.percent,
+        width=np.diff(edges),
+        customdata=np.column_stack([edges[:-1], edges[1:], histogram.counts]),
+        marker={"color": colors, "line": {"width": 0}},
+        hovertemplate=hover,
+        showlegend=False,
+    )
+
+
+def _style(figure: go.Figure, *, title: str, x_title: str, y_title: str, percent: bool = True) -> None:
+    figure.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        xaxis_title=x_title,
+        yaxis={"title": y_title, "ticksuffix": "%" if percent else ""},
+        bargap=0.05,
+        height=FIGURE_HEIGHT,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        template="plotly_white",
+    )

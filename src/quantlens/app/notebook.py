@@ -1,0 +1,524 @@
+"""The quantlens app: weights and activations of float and quantized models, in marimo.
+
+Start it with `quantlens app [MODELS_OR_FOLDERS...]`, or with marimo directly:
+`marimo run notebook.py -- --model=PATH --data-dir=DIR` (see quantlens.app.config).
+Cells only wire widgets to quantlens.app functions and display their results.
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="quantlens")
+
+
+@app.cell
+def _():
+    import os
+
+    import marimo as mo
+
+    from quantlens import stats
+    from quantlens.app import charts, choices, session, views
+    from quantlens.app.catalog import build_catalog
+    from quantlens.app.config import AppConfig
+    from quantlens.app.overview import overview_csv, overview_rows
+    return (
+        AppConfig,
+        build_catalog,
+        charts,
+        choices,
+        mo,
+        os,
+        overview_csv,
+        overview_rows,
+        session,
+        stats,
+        views,
+    )
+
+
+@app.cell
+def _(AppConfig, build_catalog, mo, os):
+    config = AppConfig.from_sources(mo.cli_args().to_dict(), os.environ)
+    catalog = build_catalog(config.model_paths)
+    model_picker = mo.ui.dropdown(
+        options=catalog.labels, value=catalog.default_label, label="Model"
+    )
+    return catalog, config, model_picker
+
+
+@app.cell
+def _(catalog, config, model_picker, session):
+    loaded = (
+        session.attempt(session.load_choice, catalog, model_picker.value, trust=config.trust)
+        if model_picker.value is not None
+        else session.Outcome(error="No model selected: choose one in the Model list.")
+    )
+    model = loaded.value.model if loaded.ok else None
+    return loaded, model
+
+
+@app.cell
+def _(catalog, loaded, mo, model, model_picker):
+    _problems = [mo.callout(problem, kind="warn") for problem in catalog.problems]
+    if not catalog.choices:
+        _status = mo.callout(
+            "No models to list: start the app with model files or folders, "
+            "e.g. `quantlens app model.onnx`.",
+            kind="danger",
+        )
+    elif model is None:
+        _status = mo.callout(loaded.error, kind="danger")
+    else:
+        _choice = loaded.value.choice
+        _status = mo.md(
+            f"{_choice.description or str(_choice.path)}: {model.format}, "
+            f"{len(model.layers)} layers, {model.parameter_count:,} values."
+        )
+    mo.vstack([mo.md("# quantlens"), model_picker, _status, *_problems])
+    return
+
+
+@app.cell
+def _(mo, session):
+    source_picker = mo.ui.radio(
+        options=list(session.SOURCES), value=session.SOURCE_CIFAR10, inline=True, label="Input"
+    )
+    cifar_index = mo.ui.number(start=0, stop=9999, step=1, value=0, label="CIFAR-10 test index")
+    random_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
+    image_upload = mo.ui.file(
+        filetypes=[".png", ".jpg", ".jpeg"], max_size=20_000_000, label="Image (PNG or JPEG)"
+    )
+    run_button = mo.ui.run_button(label="Run and capture", kind="success")
+    return cifar_index, image_upload, random_seed, run_button, source_picker
+
+
+@app.cell
+def _(
+    cifar_index,
+    config,
+    image_upload,
+    mo,
+    random_seed,
+    run_button,
+    session,
+    source_picker,
+):
+    _controls = {
+        session.SOURCE_CIFAR10: cifar_index,
+        session.SOURCE_RANDOM: random_seed,
+        session.SOURCE_UPLOAD: image_upload,
+    }
+    _notes = []
+    if source_picker.value == session.SOURCE_CIFAR10:
+        _problem = session.cifar10_problem(config.data_dir)
+        if _problem is not None:
+            _notes.append(
+                mo.callout(
+                    f"{_problem} Random input and uploaded images work without it.",
+                    kind="danger",
+                )
+            )
+    mo.vstack(
+        [
+            mo.md("## Activations"),
+            source_picker,
+            mo.hstack([_controls[source_picker.value], run_button], justify="start", align="end"),
+            *_notes,
+        ]
+    )
+    return
+
+
+@app.cell
+def _(
+    cifar_index,
+    config,
+    image_upload,
+    loaded,
+    random_seed,
+    run_button,
+    session,
+    source_picker,
+):
+    # Gated by the run button without mo.stop: mo.stop would also stop the weights inspector,
+    # which reads capture_outcome. Any change of model or input clears the capture.
+    capture_outcome = None
+    if run_button.value and not loaded.ok:
+        capture_outcome = session.Outcome(error=f"Cannot capture: {loaded.error}")
+    elif run_button.value:
+        capture_outcome = session.attempt(
+            session.run_capture,
+            loaded.value.choice,
+            source=source_picker.value,
+            index=cifar_index.value,
+            seed=random_seed.value,
+            upload=(image_upload.name(), image_upload.contents()) if image_upload.value else None,
+            data_dir=config.data_dir,
+            trust=config.trust,
+        )
+    capture = capture_outcome.value if capture_outcome is not None and capture_outcome.ok else None
+    return capture, capture_outcome
+
+
+@app.cell
+def _(capture, capture_outcome, mo, session):
+    mo.stop(
+        capture_outcome is None,
+        mo.md("Choose an input and press **Run and capture** to record every layer's output."),
+    )
+    if capture is None:
+        _output = mo.callout(f"Capture failed: {capture_outcome.error}", kind="danger")
+    else:
+        _batch = capture.inputs
+        _label = session.true_label(_batch)
+        _predictions = session.top_predictions(capture, 3)
+        _image = session.preview_png(_batch)
+        _facts = [
+            f"**Input:** {_batch.descriptions[0]}",
+            f"**Label:** {_label}" if _label is not None else "**Label:** none",
+            "**Top-3:** "
+            + ", ".join(f"{p.name} {100 * p.probability:.1f}%" for p in _predictions),
+            *[f"*{notice}*" for notice in _batch.notices + capture.notices],
+        ]
+        _preview = mo.hstack(
+            [
+                mo.image(_image, width=128) if _image is not None else mo.md("*(random input: no image)*"),
+                mo.md("  \n".join(_facts)),
+            ],
+            justify="start",
+            gap=1.5,
+        )
+        _output = mo.vstack(
+            [
+                mo.callout(
+                    f"Captured {len(capture)} tensors from {capture.model}. "
+                    "Show **Activations** below to browse them in graph order.",
+                    kind="success",
+                ),
+                _preview,
+            ]
+        )
+    _output
+    return
+
+
+@app.cell
+def _(capture, choices, mo):
+    mode_switch = (
+        mo.ui.radio(
+            options=[mode.value for mode in choices.Mode],
+            value=choices.Mode.WEIGHTS.value,
+            inline=True,
+            label="Show",
+        )
+        if capture is not None
+        else None
+    )
+    return (mode_switch,)
+
+
+@app.cell
+def _(choices, mo, model):
+    layer_picker = mo.ui.dropdown(
+        options=choices.layer_options(model) if model is not None else {},
+        value=choices.default_layer_label(model) if model is not None else None,
+        label="Layer",
+    )
+    return (layer_picker,)
+
+
+@app.cell
+def _(choices, layer_picker, mo, model):
+    _layer = (
+        model.layer(layer_picker.value)
+        if model is not None and layer_picker.value in model.layer_names
+        else None
+    )
+    _options = choices.tensor_options(_layer) if _layer is not None else {}
+    tensor_picker = mo.ui.dropdown(
+        options=_options, value=next(iter(_options), None), label="Tensor"
+    )
+    return (tensor_picker,)
+
+
+@app.cell
+def _(capture, choices, layer_picker, mo, model):
+    activation_picker = None
+    if capture is not None and model is not None:
+        activation_picker = mo.ui.dropdown(
+            options=choices.activation_options(capture),
+            value=choices.default_activation_label(capture, model, layer_picker.value),
+            label="Activation (graph order)",
+        )
+    return (activation_picker,)
+
+
+@app.cell
+def _(mo, views):
+    view_switch = mo.ui.radio(
+        options=[views.VIEW_VALUES, views.VIEW_CODES],
+        value=views.VIEW_VALUES,
+        inline=True,
+        label="View",
+    )
+    bins_slider = mo.ui.slider(
+        start=10, stop=200, step=5, value=50, show_value=True, label="Bins"
+    )
+    return bins_slider, view_switch
+
+
+@app.cell
+def _(
+    activation_picker,
+    capture,
+    choices,
+    layer_picker,
+    mode_switch,
+    model,
+    session,
+    tensor_picker,
+):
+    mode = choices.Mode(mode_switch.value) if mode_switch is not None else choices.Mode.WEIGHTS
+    picked = (
+        session.attempt(
+            choices.pick_subject,
+            model,
+            mode=mode,
+            layer_name=layer_picker.value,
+            tensor_name=tensor_picker.value,
+            result=capture,
+            activation_name=activation_picker.value if activation_picker is not None else None,
+        )
+        if model is not None
+        else session.Outcome()
+    )
+    subject = picked.value.subject if picked.ok and picked.value is not None else None
+    return mode, picked, subject
+
+
+@app.cell
+def _(
+    activation_picker,
+    bins_slider,
+    choices,
+    layer_picker,
+    mo,
+    mode,
+    mode_switch,
+    model,
+    picked,
+    subject,
+    tensor_picker,
+    view_switch,
+):
+    mo.stop(model is None)
+    if mode is choices.Mode.ACTIVATIONS:
+        _selectors = [activation_picker]
+    else:
+        _selectors = [layer_picker, tensor_picker]
+    _rows = [
+        mo.md("## Inspect"),
+        mode_switch if mode_switch is not None else mo.md("*Run a capture above to inspect activations too.*"),
+        mo.hstack(_selectors, justify="start", gap=1),
+    ]
+    if subject is not None and subject.tensor.is_quantized:
+        _rows.append(view_switch)
+    _rows.append(bins_slider)
+    if not picked.ok:
+        _rows.append(mo.callout(picked.error, kind="danger"))
+    elif subject is None:
+        _rows.append(mo.md("*Choose a layer and a tensor.*"))
+    mo.vstack(_rows)
+    return
+
+
+@app.cell
+def _(subject, view_switch, views):
+    integer = subject is not None and views.uses_codes(subject.tensor, view_switch.value)
+    summary = views.summarize_view(subject.tensor, integer) if subject is not None else None
+    return integer, summary
+
+
+@app.cell
+def _(mo, subject, summary, views):
+    mo.stop(subject is None)
+    _low, _high = views.default_range(summary)
+    range_form = (
+        mo.md("**Value range** {low} to {high}")
+        .batch(
+            low=mo.ui.number(value=_low, label="min"),
+            high=mo.ui.number(value=_high, label="max"),
+        )
+        .form(submit_button_label="Apply range", validate=views.range_error, bordered=False)
+    )
+    return (range_form,)
+
+
+@app.cell
+def _(bins_slider, charts, integer, mo, range_form, stats, subject, views):
+    _values = views.view_values(subject.tensor, integer=integer)
+    _figure = charts.histogram_figure(
+        stats.histogram(_values, bins_slider.value),
+        kind=subject.kind,
+        title=subject.title(integer=integer),
+        x_title=views.VIEW_CODES if integer else "value",
+        highlight=views.submitted_range(range_form.value),
+    )
+    histogram_plot = mo.ui.plotly(_figure)
+    histogram_plot
+    return (histogram_plot,)
+
+
+@app.cell
+def _(histogram_plot, integer, mo, range_form, session, stats, subject, views):
+    _values = views.view_values(subject.tensor, integer=integer)
+    _lines = []
+    for _name, _bounds in (
+        ("Applied range", views.submitted_range(range_form.value)),
+        ("Dragged range", views.selected_range(histogram_plot.ranges)),
+    ):
+        if _bounds is None:
+            continue
+        _count = session.attempt(stats.count_in_range, _values, *_bounds)
+        if _count.ok:
+            _lines.append(
+                f"**{_name}** [{_bounds[0]:.6g}, {_bounds[1]:.6g}]: "
+                f"{_count.value.inside:,} of {_count.value.total:,} elements inside "
+                f"({_count.value.percent:.2f}%)"
+            )
+        else:
+            _lines.append(f"**{_name}**: {_count.error}")
+    _hint = "Drag across the histogram to count the elements in a range."
+    mo.vstack([range_form, mo.md("  \n".join(_lines) if _lines else f"*{_hint}*")])
+    return
+
+
+@app.cell
+def _(mo, subject, summary, views):
+    mo.stop(subject is None)
+    _heading = f"### {subject.noun} statistics"
+    _table = mo.ui.table(
+        views.statistics_rows(subject, summary),
+        selection=None,
+        pagination=False,
+        show_download=False,
+        show_search=False,
+        show_column_summaries=False,
+        show_data_types=False,
+    )
+    _channels = views.channel_rows(subject.tensor)
+    _items = [mo.md(_heading), _table]
+    if _channels:
+        _items.append(mo.md(f"**Per-channel quantization** ({len(_channels)} channels, axis {subject.tensor.quantization.axis})"))
+        _items.append(
+            mo.ui.table(
+                _channels,
+                selection=None,
+                page_size=16,
+                show_column_summaries=False,
+                show_data_types=False,
+            )
+        )
+    mo.vstack(_items)
+    return
+
+
+@app.cell
+def _(charts, mo, session, subject, views):
+    mo.stop(subject is None or not subject.tensor.is_quantized)
+    _view = session.attempt(views.code_view, subject.tensor)
+    if not _view.ok:
+        _output = mo.callout(_view.error, kind="danger")
+    else:
+        _saturation = _view.value.saturation
+        _items = [
+            mo.md(
+                f"**Saturation**: {_saturation.percent_at_qmin:.3g}% of codes at qmin "
+                f"({_saturation.qmin}), {_saturation.percent_at_qmax:.3g}% at qmax ({_saturation.qmax})"
+            )
+        ]
+        if _view.value.histogram is not None:
+            _quant = subject.tensor.quantization
+            _figure = charts.integer_code_figure(
+                _view.value.histogram,
+                kind=subject.kind,
+                title=f"{subject.noun} integer codes of {subject.tensor.name} "
+                f"({_quant.storage_dtype}, qmin {_quant.qmin}, qmax {_quant.qmax})",
+                saturation=_saturation,
+            )
+            _items.insert(0, mo.ui.plotly(_figure))
+        if _view.value.note:
+            _items.append(mo.md(f"*{_view.value.note}*"))
+        _output = mo.vstack(_items)
+    _output
+    return
+
+
+@app.cell
+def _(charts, integer, mo, stats, subject, views):
+    mo.stop(subject is None or not views.has_channel_chart(subject))
+    _axis = views.output_channel_axis(subject.op_type, subject.tensor)
+    _low, _high = stats.channel_ranges(views.view_values(subject.tensor, integer=integer), _axis)
+    mo.ui.plotly(
+        charts.channel_range_figure(
+            _low,
+            _high,
+            kind=subject.kind,
+            title=f"Per-channel range of {subject.tensor.name}",
+            axis=_axis,
+            y_title=views.VIEW_CODES if integer else "value",
+        )
+    )
+    return
+
+
+@app.cell
+def _(bins_slider, charts, choices, mo, mode, picked, stats, views):
+    mo.stop(mode is not choices.Mode.ACTIVATIONS or not picked.ok or picked.value is None)
+    _match = picked.value.match
+    if _match is None or _match.layer is None:
+        _output = mo.callout(_match.warning if _match is not None else "No layer matched.", kind="warn")
+    else:
+        _weight = choices.matching_weight(_match)
+        _items = [mo.md(f"### Weights of the producing layer\n{choices.weight_note(_match)}")]
+        if _weight is not None:
+            _items.append(
+                mo.ui.plotly(
+                    charts.histogram_figure(
+                        stats.histogram(_weight.tensor.values, bins_slider.value),
+                        kind=_weight.kind,
+                        title=_weight.title(integer=False),
+                        x_title="value",
+                    )
+                )
+            )
+        _output = mo.vstack(_items)
+    _output
+    return
+
+
+@app.cell
+def _(loaded, mo, model, overview_csv, overview_rows, session):
+    mo.stop(model is None)
+    _rows = session.attempt(overview_rows, model)
+    if not _rows.ok:
+        _body = mo.callout(_rows.error, kind="danger")
+    else:
+        _body = mo.vstack(
+            [
+                mo.ui.table(list(_rows.value), selection=None, page_size=25, show_column_summaries=False),
+                mo.download(
+                    data=overview_csv(_rows.value).encode("utf-8"),
+                    filename=f"{loaded.value.choice.path.stem}_overview.csv",
+                    mimetype="text/csv",
+                    label="Download CSV",
+                ),
+            ]
+        )
+    mo.vstack([mo.md("## Overview of all layers"), _body])
+    return
+
+
+if __name__ == "__main__":
+    app.run()

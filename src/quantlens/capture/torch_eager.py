@@ -1,0 +1,106 @@
+"""Activation capture for eager ``nn.Module`` models, with forward hooks.
+
+Every named submodule (the root excluded) gets a forward hook that copies its output. Outputs
+are flattened into tensors with stable suffixes: a tensor keeps the module name (``stack1.conv1``),
+a tuple or list element gets ``:INDEX`` (``block:1``), a dict entry gets ``.KEY`` (``heads.cls``),
+and nesting combines them (``block:0.cls``). A module called more than once in one forward pass
+gets ``#CALL`` from its second call on (``relu#1``). Only module outputs are captured: functional
+calls inside ``forward`` (``torch.add``, ``F.relu``) produce no activation of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from quantlens.capture.records import Activation, CapturedRun, CapturePoint
+from quantlens.capture.selection import Selection
+from quantlens.capture.torch_values import activation_record, flatten_outputs
+from quantlens.errors import CaptureError
+
+logger = logging.getLogger(__name__)
+
+
+class EagerCapture:
+    """Capture backend for a TorchSession that holds an ``nn.Module``."""
+
+    suffixed_names = True
+
+    def __init__(self, session: Any, *, device: str | None = None) -> None:
+        import torch
+
+        self.session = session
+        self.module: torch.nn.Module = session.module
+        self.device = torch.device(device) if device is not None else session.device
+        self.points = [
+            CapturePoint(name, name, type(module).__name__) for name, module in self.module.named_modules() if name
+        ]
+
+    def run(self, inputs: np.ndarray, *, selection: Selection, reference_outputs: bool = True) -> CapturedRun:
+        """Run the module once with hooks on the selected submodules and return what they output.
+
+        The outputs are those of this run, which hooks only observe, so ``reference_outputs`` is
+        not needed.
+        """
+        import torch
+
+        records: list[Activation] = []
+        calls: dict[str, int] = {}
+        handles = []
+        self.module.eval()
+        moved = self.device != self.session.device
+        try:
+            if moved:
+                self.module.to(self.device)
+            for name, submodule in self._hooked_modules(selection):
+                hook = _make_hook(name, type(submodule).__name__, records, calls)
+                handles.append(submodule.register_forward_hook(hook))
+            tensor = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+            with torch.no_grad():
+                output = self.module(tensor)
+        except Exception as exc:  # any error raised inside the user's forward()
+            raise _forward_error(self.session, inputs, exc) from exc
+        finally:
+            for handle in handles:
+                handle.remove()
+            if moved:
+                self.module.to(self.session.device)
+        kept = tuple(record for record in records if selection.keeps(record.name, record.layer))
+        selection.check_found(kept, model=self.session.path.name)
+        outputs = tuple(_output_array(value) for _, value in flatten_outputs(output, ""))
+        return CapturedRun(activations=kept, outputs=outputs)
+
+    def _hooked_modules(self, selection: Selection) -> Iterator[tuple[str, Any]]:
+        for name, submodule in self.module.named_modules():
+            if name and selection.may_produce(name):
+                yield name, submodule
+
+
+def _make_hook(name: str, op_type: str, records: list[Activation], calls: dict[str, int]) -> Any:
+    def hook(module: Any, args: Any, output: Any) -> None:
+        call = calls.get(name, 0)
+        calls[name] = call + 1
+        base = name if call == 0 else f"{name}#{call}"
+        for index, (suffix, value) in enumerate(flatten_outputs(output, base)):
+            # Copy now: a later in-place op (ReLU(inplace=True)) would change the live tensor.
+            copied = value.detach().to("cpu").clone()
+            records.append(Activation(name, op_type, index, activation_record(suffix, copied)))
+
+    return hook
+
+
+def _output_array(value: Any) -> np.ndarray:
+    value = value.detach().cpu()
+    return (value.dequantize() if value.is_quantized else value).numpy()
+
+
+def _forward_error(session: Any, inputs: np.ndarray, exc: Exception) -> CaptureError:
+    first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return CaptureError(
+        f"{session.path.name} failed on input of shape {tuple(inputs.shape)} "
+        f"({session.adapter.describe()}): {type(exc).__name__}: {first_line}. "
+        "Set the input with --layout/--scaling if the layout is wrong."
+    )
