@@ -47,6 +47,7 @@ class TensorReport:
     summary: stats.Summary
     histogram: stats.Histogram
     saturation: stats.Saturation | None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         quant = self.tensor.quantization
@@ -73,6 +74,8 @@ class TensorReport:
                 "scale": quant.scale.tolist(),
                 "zero_point": quant.zero_point.tolist(),
             }
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
         if self.saturation is not None:
             data["saturation"] = {
                 "percent_at_qmin": self.saturation.percent_at_qmin,
@@ -124,14 +127,37 @@ def report_tensor(
     saturation = None
     if quant is not None and chosen.codes is not None:
         saturation = stats.saturation(chosen.codes, quant.qmin, quant.qmax)
+    summary = stats.summarize(data)
     return TensorReport(
         layer=layer,
         tensor=chosen,
         integer=integer,
-        summary=stats.summarize(data),
+        summary=summary,
         histogram=histogram,
         saturation=saturation,
+        warnings=tuple(tensor_warnings(chosen, summary)),
     )
+
+
+def tensor_warnings(tensor: Tensor, summary: stats.Summary) -> list[str]:
+    """List what makes a tensor's numbers suspect: invalid scales, NaN or infinite values."""
+    found = []
+    quant = tensor.quantization
+    if quant is not None:
+        bad = quant.invalid_scales()
+        if bad.size:
+            values = quant.scale.reshape(-1)[bad[:5]].tolist()
+            where = "" if quant.axis is None else f" at channel(s) {bad[:5].tolist()}"
+            found.append(
+                f"tensor {tensor.name!r} has {bad.size} invalid scale(s){where}: {values}; scales must be "
+                "finite and > 0, so its dequantized values are meaningless. Re-quantize the model."
+            )
+    if summary.nan_count or summary.inf_count:
+        found.append(
+            f"tensor {tensor.name!r} holds {summary.nan_count} NaN and {summary.inf_count} infinite "
+            "values, left out of min, max, mean, std and the histogram"
+        )
+    return found
 
 
 def channel_table(tensor: Tensor) -> list[dict[str, float | int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from quantlens import inspect as inspect_model
 from quantlens.cli._common import format_number, print_table
@@ -110,6 +111,8 @@ def run_stats(args: argparse.Namespace) -> int:
     report = inspect_model.report_tensor(
         model, args.layer, args.tensor, integer=args.integer, bins=args.bins
     )
+    for warning in report.warnings:
+        print(f"quantlens: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -140,7 +140,7 @@ def _load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
         if trust:
             logger.warning("unpickling %s fully because trust=True (%s)", path, reason)
             return _load_unrestricted(path, mmap=mmap)
-        if _NEEDS_FULL_UNPICKLING.search(str(error)):
+        if _NEEDS_FULL_UNPICKLING.search(str(error)) or _pickle_imports_code(path):
             raise UntrustedPickleError(
                 f"{str(path)!r} can only be loaded by full unpickling ({reason}), and unpickling "
                 f"can run arbitrary code. If you trust the source of this file, {TRUST_HINT}"
@@ -157,6 +157,31 @@ def _load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
             f"{str(path)!r} is not a readable torch.save file ({type(error).__name__}: "
             f"{str(error).strip() or 'unexpected end of data'}). The file may be truncated or corrupt."
         ) from error
+
+
+# Opcodes that import a global or call one: a pickle without them cannot run code.
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+
+
+def _pickle_imports_code(path: Path) -> bool:
+    """Return True when a plain (non-zip) file is a well-formed pickle that imports or calls code.
+
+    pickletools only decodes opcodes and never executes them, so this is safe on any file. It
+    tells a pickle written with protocol 3 or later that needs full unpickling (which torch's
+    restricted unpickler rejects by opcode) apart from a damaged file.
+    """
+    import pickletools
+
+    if zipfile.is_zipfile(path):
+        return False
+    found = False
+    try:
+        with path.open("rb") as handle:
+            for opcode, _argument, _position in pickletools.genops(handle):
+                found = found or opcode.name in _CODE_OPCODES
+    except Exception:  # noqa: BLE001  (any decoding failure means the pickle is damaged)
+        return False
+    return found
 
 
 def _load_unrestricted(path: Path, *, mmap: bool) -> object:
