@@ -34,7 +34,9 @@ from tests.fixtures.tflite_models import (  # noqa: E402
     INPUT_SHAPE,
     BuiltModel,
     GraphWriter,
+    write_float16_conv,
     write_float_conv,
+    write_int4_fully_connected,
     write_int8_conv,
 )
 
@@ -134,7 +136,7 @@ def test_input_metadata_sets_scaling(tmp_path):
 # --- reader: int8 model ---
 
 
-def test_int8_filter_codes_and_per_channel_quantization(int8_model):
+def test_int8_filter_per_channel_quantization(int8_model):
     weight = open_model(int8_model.path).layer("conv/output").weight
     written = int8_model.quantization["conv/filter"]
     assert weight is not None and weight.quantization is not None
@@ -200,6 +202,49 @@ def test_int8_adapter_quantizes_input(int8_model):
     expected = np.clip(np.rint(unit / np.float32(0.02)) - 10, -128, 127).astype(np.int8)
     assert codes.dtype == np.int8
     np.testing.assert_array_equal(codes, expected)
+
+
+def test_int4_weights_unpacked(folder):
+    built = write_int4_fully_connected(folder)
+    weight = open_model(built.path).layer("logits").weight
+    assert weight is not None and weight.quantization is not None
+    assert weight.dtype == "int4"
+    assert (weight.quantization.qmin, weight.quantization.qmax) == (-8, 7)
+    np.testing.assert_array_equal(weight.codes, built.arrays["fc/weights"])
+
+
+def test_int4_codes_match_interpreter(folder):
+    """The interpreter's output agrees with a numpy FC on the unpacked codes, so the nibble order is right."""
+    built = write_int4_fully_connected(folder)
+    codes = open_model(built.path).layer("logits").weight.codes
+    x = np.random.default_rng(7).integers(-20, 20, (1, 6)).astype(np.int8)
+    output = plain_run(built.path, x)
+    expected = np.clip(np.round((x.astype(np.int64) @ codes.T.astype(np.int64)) * 0.1 * 0.05 / 0.01), -128, 127)
+    assert np.abs(output.astype(np.int64) - expected).max() <= 1
+
+
+def test_float16_weight_through_dequantize(folder):
+    built = write_float16_conv(folder)
+    model = open_model(built.path)
+    assert [(layer.name, layer.op_type) for layer in model.layers] == [("conv/filter", "DEQUANTIZE"), ("conv/output", "CONV_2D")]
+    weight = model.layer("conv/filter").weight
+    assert weight is not None
+    assert weight.dtype == "float16"
+    np.testing.assert_array_equal(weight.values, built.arrays["conv/filter_fp16"])
+    conv = model.layer("conv/output")
+    assert conv.weight is None
+    assert [t.name for t in conv.tensors] == ["conv/bias"]
+
+
+def test_float16_model_captures(folder):
+    built = write_float16_conv(folder)
+    session = TfliteSession(built.path)
+    result = capture_tflite(session, images(1))
+    assert result.names == ["conv/filter", "conv/output"]
+    np.testing.assert_array_equal(result.activation("conv/filter").tensor.values, built.arrays["conv/filter_fp16"].astype(np.float32))
+    inputs = session.adapter.prepare(images(1))
+    expected = conv_same_reference(inputs, built.arrays["conv/filter_fp16"].astype(np.float32), built.arrays["conv/bias"])
+    np.testing.assert_allclose(result.activation("conv/output").tensor.values, expected, rtol=0, atol=FLOAT_CONV_TOLERANCE)
 
 
 # --- session and capture ---

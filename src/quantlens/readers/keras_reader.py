@@ -230,7 +230,9 @@ def read_input_spec(config: dict[str, Any] | None) -> InputSpec | None:
             continue
         shape_tuple = tuple(None if d is None else int(d) for d in shape)
         channels_first = any(e.get("config", {}).get("data_format") == "channels_first" for e in entries)
-        layout = ("NCHW" if channels_first else "NHWC") if len(shape_tuple) == 4 else None
+        layout = None
+        if len(shape_tuple) == 4:
+            layout = "NCHW" if channels_first else "NHWC"
         return InputSpec(
             name=str(layer_config.get("name", "")) or None,
             layout=layout,

@@ -4,7 +4,8 @@ Every operator of the main subgraph (subgraph 0) is a layer, in the file's opera
 is the order the interpreter executes them in. A layer is named after its first output tensor,
 and its op_type is the builtin operator name (``CONV_2D``) or a custom operator's code. Its
 tensors are its constant inputs, the ones whose buffer contains data. The filter or weights input
-is the ``weight``, the bias input the ``bias``, and every other constant a ``parameter``.
+is the ``weight``, the bias input the ``bias``, and every other constant a ``parameter``. A float16
+weight that reaches its conv through a DEQUANTIZE op is the weight of the DEQUANTIZE layer.
 
 Quantized tensors follow ``r = scale * (q - zero_point)``. A tensor with more than one scale is
 quantized per channel along its ``quantized_dimension``. Values are read from the file's bytes
