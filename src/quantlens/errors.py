@@ -57,3 +57,7 @@ class CaptureError(QuantlensError, RuntimeError):
 
 class DownloadError(QuantlensError, ConnectionError):
     """A download that failed: network error, HTTP error or a checksum mismatch."""
+
+
+class ComparisonError(QuantlensError, ValueError):
+    """Two models or tensors that cannot be compared: shape mismatch, bad layer mapping."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -23,7 +22,7 @@ class CaptureBackend(Protocol):
     """One runtime's way to record intermediate values.
 
     ``run`` returns the selected activations in execution order and the model outputs.
-    ``reference_outputs`` asks the ONNX backend to take the outputs from an unchanged run. The
+    With ``reference_outputs`` the ONNX backend takes the outputs from an unchanged run. The
     torch backends ignore it because their capture run is a plain call of the model.
     """
 
@@ -34,12 +33,14 @@ class CaptureBackend(Protocol):
     def run(self, inputs: np.ndarray, *, selection: Selection, reference_outputs: bool = True) -> CapturedRun: ...
 
 
-_BACKENDS: weakref.WeakKeyDictionary[Session, dict[str | None, CaptureBackend]] = weakref.WeakKeyDictionary()
+# Session attribute that caches its backends by device. A backend refers to its session, so the
+# cache lives on the session and is freed with it.
+CACHE_ATTRIBUTE = "_quantlens_capture_backends"
 
 
 def capture_backend(session: Session, *, device: str | None = None) -> CaptureBackend:
     """Return the capture backend for ``session``, built once per session and device."""
-    cached = _BACKENDS.setdefault(session, {})
+    cached: dict[str | None, CaptureBackend] = session.__dict__.setdefault(CACHE_ATTRIBUTE, {})
     if device not in cached:
         cached[device] = _new_backend(session, device=device)
     return cached[device]

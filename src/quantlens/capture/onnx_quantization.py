@@ -32,7 +32,7 @@ from quantlens.records import INTEGER_RANGES, Quantization
 
 logger = logging.getLogger(__name__)
 
-# Ops whose integer output holds elements of their first input, so it keeps its quantization.
+# Ops whose integer output contains only elements of their first input, so it keeps its quantization.
 KEEPS_QUANTIZATION = frozenset(
     {
         "MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice",
@@ -43,7 +43,7 @@ KEEPS_QUANTIZATION = frozenset(
 
 @dataclass(frozen=True)
 class QuantizationSource:
-    """Where a value's scale and zero_point are: value names, plus the per-axis axis attribute."""
+    """Names of the values that contain a value's scale and zero_point, and the per-axis ``axis``."""
 
     scale: str
     zero_point: str | None

@@ -28,7 +28,7 @@ class CapturePoint(NamedTuple):
 
 @dataclass(frozen=True, repr=False, eq=False)
 class CapturedRun:
-    """What one backend run returns before it is wrapped into a CaptureResult."""
+    """The activations, outputs and notices of one backend run, before they become a CaptureResult."""
 
     activations: tuple[Activation, ...]
     outputs: tuple[np.ndarray, ...]

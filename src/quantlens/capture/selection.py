@@ -1,4 +1,4 @@
-"""Which activations a capture records: all of them, or the requested names and layers."""
+"""Activation selection: every capture point, or the requested activation and layer names."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def select(
     if requested is None:
         return Selection()
     names = [str(name) for name in requested]
+    if not names:
+        raise LayerNotFoundError("the list of requested layers is empty; pass None to capture every activation")
     known = {point.name for point in points} | {point.layer for point in points}
     for name in names:
         if name in known:

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class EagerCapture:
-    """Capture backend for a TorchSession that holds an ``nn.Module``."""
+    """Capture backend for a TorchSession whose module is an eager ``nn.Module``."""
 
     suffixed_names = True
 

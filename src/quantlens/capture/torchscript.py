@@ -1,10 +1,9 @@
 """Activation capture for TorchScript modules, quantized int8 archives included.
 
 Forward hooks do not fire in loaded TorchScript archives, so this backend rewrites a copy of the
-forward graph instead: it inlines every method call, returns every Tensor value of the top-level
-block as an extra output, and runs that graph as a new function with the module as its first
-input. The module and its own graph are never modified, so the model output of the new function is
-the output of a plain call.
+forward graph instead. The copy has every method call inlined and returns every Tensor value of
+its top-level block as an extra output. It runs as a new function whose first input is the
+module. The module and its own graph stay unchanged.
 
 Names follow the module a value was computed in:
 
@@ -16,6 +15,9 @@ Names follow the module a value was computed in:
   Tensor outputs get ``:0``, ``:1``.
 
 ``op_type`` is the node kind, such as ``quantized::conv2d_relu`` or ``aten::add``.
+
+NOTE: values computed inside ``prim::If`` and ``prim::Loop`` blocks are not captured, because
+they are out of scope at the graph's return. The outputs of those nodes are captured.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class GraphValue:
 
 
 class TorchScriptCapture:
-    """Capture backend for a TorchSession that holds a TorchScript module."""
+    """Capture backend for a TorchSession whose module is a TorchScript module."""
 
     suffixed_names = False
 
@@ -92,8 +94,11 @@ class TorchScriptCapture:
         import torch
 
         function, values, output_count = self._function(selection)
-        tensor = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+        moved = self.device != self.session.device
         try:
+            if moved:
+                self.module.to(self.device)
+            tensor = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
             with torch.no_grad():
                 results = function(self.module._c, tensor)
         except Exception as exc:  # the TorchScript interpreter raises RuntimeError and others
@@ -102,6 +107,9 @@ class TorchScriptCapture:
                 f"{self.session.path.name} failed on input of shape {tuple(inputs.shape)} "
                 f"({self.session.adapter.describe()}): {first_line}"
             ) from exc
+        finally:
+            if moved:
+                self.module.to(self.session.device)
         outputs = tuple(_output_array(t) for item in results[:output_count] for _, t in flatten_outputs(item, ""))
         activations = tuple(
             Activation(v.layer, v.op_type, v.output_index, activation_record(v.name, t.detach().to("cpu")))

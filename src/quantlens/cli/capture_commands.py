@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ from quantlens.zoo.bundled import resolve_model
 
 INPUT_HELP = (
     "what to feed the model: cifar10:INDEX (test image 0-9999), cifar10:A-B (range, both ends "
-    "included), cifar10:1,5,9, random or random:SEED (uniform random pixels), or one or more "
+    "included), cifar10:1,5,9, random or random:SEED (uniform random pixels, or standard normal "
+    "values for inputs that are not images), or one or more "
     "PNG/JPEG paths (converted to RGB and resized to the model's input size)"
 )
 ACTIVATIONS_DESCRIPTION = """\
@@ -70,6 +72,12 @@ def _register_activations(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--input", nargs="+", metavar="SPEC", help=INPUT_HELP)
     add_input_options(parser)
+    _add_selection_options(parser)
+    _add_output_options(parser)
+    parser.set_defaults(handler=run_activations)
+
+
+def _add_selection_options(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--layer", action="append", metavar="NAME",
@@ -81,16 +89,23 @@ def _register_activations(subparsers: argparse._SubParsersAction) -> None:
     )
     which.add_argument("--all", action="store_true", help="capture every activation (the default)")
     parser.add_argument("--list-layers", action="store_true", help="list the capture points without running the model")
-    parser.add_argument("--values", type=int, default=5, metavar="N", help="first values to print per activation (default: %(default)s)")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--values", type=int, default=5, metavar="N", help="first values to print per activation (default: %(default)s)"
+    )
     parser.add_argument(
         "--save", metavar="OUT.npz",
         help="write an NPZ with one array per activation (dequantized values), '<name>__codes' for "
         "quantized ones, '__input__' (the model input) and '__output__' (the first model output)",
     )
+
     parser.add_argument("--stats", action="store_true", help="print statistics merged over all inputs instead of one capture")
-    parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins for --stats, even (default: %(default)s)")
+    parser.add_argument(
+        "--bins", type=int, default=DEFAULT_BINS, help="float histogram bins for --stats, an even number (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="inputs per run for --stats (default: %(default)s)")
-    parser.set_defaults(handler=run_activations)
 
 
 def _register_data(subparsers: argparse._SubParsersAction) -> None:
@@ -98,7 +113,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     datasets = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     cifar = datasets.add_parser(
         "cifar10",
-        help="download the CIFAR-10 python archive (about 163 MB)",
+        help="download the CIFAR-10 python archive (about 170 MB)",
         description="Download the CIFAR-10 python-pickle archive, check its MD5 and unpack it into "
         "DEST/cifar-10-batches-py, where quantlens finds it by default.",
     )
@@ -125,7 +140,8 @@ def run_activations(args: argparse.Namespace) -> int:
         layers = sorted(selection.names) if selection.names is not None else None
         batches = split_batch(batch, args.batch_size)
         result = capture_statistics(
-            session, batches, layers=layers, bins=args.bins, total=math.ceil(len(batch) / args.batch_size)
+            session, batches, layers=layers, bins=args.bins, total=math.ceil(len(batch) / args.batch_size),
+            progress=sys.stderr.isatty(),
         )
         _print_statistics(result)
         return 0
@@ -264,7 +280,7 @@ def run_data_cifar10(args: argparse.Namespace) -> int:
         print(f"CIFAR-10 is already in {existing}; pass --force to download it again")
         return 0
     print(f"downloading {args.url} into {destination}")
-    folder = download_cifar10(destination, url=args.url, md5=args.md5, force=args.force)
+    folder = download_cifar10(destination, url=args.url, md5=args.md5, force=args.force, progress=sys.stderr.isatty())
     print(f"CIFAR-10 is in {folder}")
     if destination.resolve() != default_destination().resolve():
         print(f"pass --data-dir {folder} or set QUANTLENS_CIFAR10_DIR={folder} so that quantlens finds it")

@@ -115,8 +115,8 @@ def _fetch(url: str, path: Path, *, timeout: float, progress: bool) -> str:
 def extract_safely(archive: Path, destination: Path) -> None:
     """Unpack a .tar.gz into ``destination``, rejecting members that could write outside it.
 
-    Every member must be a regular file or folder whose path stays inside ``destination``;
-    links, devices, absolute paths and ``..`` components raise DatasetError before anything
+    Every member must be a regular file or folder whose path stays inside ``destination``.
+    Links, devices, absolute paths and ``..`` components raise DatasetError before anything
     is written.
     """
     root = destination.resolve()
