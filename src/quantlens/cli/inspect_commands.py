@@ -11,6 +11,8 @@ from quantlens.cli._common import format_number, print_table
 from quantlens.readers import open_model
 from quantlens.zoo.bundled import bundled_models, resolve_model
 
+# How tables show the layer called "" (the root module of a PyTorch model).
+ROOT_LABEL = "(root)"
 MODEL_HELP = "model file, or the name of a bundled model (see `quantlens models`)"
 TRUST_HELP = (
     "allow full unpickling of PyTorch files that need it; unpickling can run arbitrary code, "
@@ -81,7 +83,7 @@ def run_layers(args: argparse.Namespace) -> int:
     print_table(
         headers,
         [
-            [r["layer"], r["op_type"], r["role"], "x".join(map(str, r["shape"])) or "scalar",
+            [r["layer"] or ROOT_LABEL, r["op_type"], r["role"], "x".join(map(str, r["shape"])) or "scalar",
              r["dtype"], r["quantized"], r["quantization"]]
             for r in rows
         ],
@@ -100,7 +102,7 @@ def run_stats(args: argparse.Namespace) -> int:
         print_table(
             headers,
             [
-                [r.layer, r.role, "x".join(map(str, r.shape)) or "scalar",
+                [r.layer or ROOT_LABEL, r.role, "x".join(map(str, r.shape)) or "scalar",
                  format_number(r.summary.min), format_number(r.summary.max),
                  format_number(r.summary.mean), format_number(r.summary.std),
                  format_number(None if r.summary.zero_fraction is None else 100 * r.summary.zero_fraction, 3)]

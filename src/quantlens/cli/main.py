@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" not in arguments:
+        # Before build_parser, which imports torch through the zoo commands.
+        _quiet_framework_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -47,6 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quantlens: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_framework_warnings() -> None:
+    # torch 2.13 warns on every quantized tensor it creates and on each torch.jit call that these
+    # APIs are deprecated; a user inspecting a file cannot act on that, so hide it unless --debug.
+    # The C++ warnings are read from TORCH_CPP_LOG_LEVEL when torch is first imported.
+    import os
+    import warnings
+
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    for category in (DeprecationWarning, UserWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=category, module=r"onnxruntime(\.|$)")
 
 
 if __name__ == "__main__":
