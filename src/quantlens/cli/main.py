@@ -16,7 +16,14 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
-    from quantlens.cli import app_commands, capture_commands, inspect_commands, run_commands, zoo_commands
+    from quantlens.cli import (
+        app_commands,
+        capture_commands,
+        compare_commands,
+        inspect_commands,
+        run_commands,
+        zoo_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="quantlens",
@@ -26,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (inspect_commands, run_commands, capture_commands, zoo_commands, app_commands):
+    for module in (inspect_commands, run_commands, capture_commands, compare_commands, zoo_commands, app_commands):
         module.register(subparsers)
     return parser
 
