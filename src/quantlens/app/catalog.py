@@ -40,10 +40,17 @@ class ModelCatalog:
 
     @property
     def default_label(self) -> str | None:
-        """The first model the user gave, else the first bundled model; None for an empty catalog."""
-        given = [choice for choice in self.choices if not choice.bundled]
-        first = given[0] if given else (self.choices[0] if self.choices else None)
-        return first.label if first is not None else None
+        """The first model the user gave, else the first bundled ONNX model, else the first one.
+
+        A bundled ONNX model comes first because it opens without importing PyTorch, which
+        keeps the app's first page quick. None for an empty catalog.
+        """
+        user_models = [choice for choice in self.choices if not choice.bundled]
+        onnx = [choice for choice in self.choices if choice.path.suffix.lower() == ".onnx"]
+        for group in (user_models, onnx, list(self.choices)):
+            if group:
+                return group[0].label
+        return None
 
     def choice(self, label: str) -> ModelChoice:
         """Return the model listed under ``label``; any other label raises ModelNotFoundError."""

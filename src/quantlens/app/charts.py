@@ -17,7 +17,7 @@ from quantlens.stats import Histogram, Saturation
 
 
 class Kind(str, enum.Enum):
-    """What a chart shows, which sets its colour."""
+    """Kind of tensor a chart shows, which sets the bar colour."""
 
     WEIGHT = "weight"
     ACTIVATION = "activation"
@@ -38,11 +38,10 @@ PALETTES = {
 SATURATION_COLOR = "#d62728"  # bars of codes at qmin or qmax
 FIGURE_HEIGHT = 340
 
-HOVER_BIN = (
-    "%{customdata[0]:.6g} to %{customdata[1]:.6g}<br>"
-    "%{y:.3g}% of elements (%{customdata[2]:,.0f})<extra></extra>"
-)
-HOVER_CODE = "code %{x}<br>%{y:.3g}% of codes (%{customdata[2]:,.0f})<extra></extra>"
+# Hover text reads a one-line label per bar from customdata. The labels are 1-d strings because
+# mo.ui.plotly (marimo 0.25) fails to read back a selection of bars with 2-d customdata.
+HOVER_BIN = "%{customdata}<br>%{y:.3g}% of elements<extra></extra>"
+HOVER_CODE = "code %{x}: %{customdata}<br>%{y:.3g}% of codes<extra></extra>"
 
 
 def histogram_figure(
@@ -64,7 +63,11 @@ def histogram_figure(
     if highlight is not None:
         inside = bins_in_range(histogram.edges, *highlight)
         colors = [palette.strong if flag else palette.muted for flag in inside]
-    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_BIN))
+    labels = [
+        f"{low:.6g} to {high:.6g} ({count:,} elements)"
+        for low, high, count in zip(histogram.edges[:-1], histogram.edges[1:], histogram.counts.tolist())
+    ]
+    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_BIN, labels=labels))
     _style(figure, title=title, x_title=x_title, y_title="share of elements (%)")
     figure.update_layout(dragmode="select", selectdirection="h")
     if highlight is not None:
@@ -89,7 +92,8 @@ def integer_code_figure(
             SATURATION_COLOR if code in (saturation.qmin, saturation.qmax) else palette.strong
             for code in codes.round().astype(np.int64).tolist()
         ]
-    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_CODE))
+    labels = [f"{count:,} codes" for count in histogram.counts.tolist()]
+    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_CODE, labels=labels))
     _style(figure, title=title, x_title="integer code", y_title="share of codes (%)")
     return figure
 
@@ -109,9 +113,9 @@ def channel_range_figure(
         x=channels,
         y=span,
         base=np.asarray(low, dtype=np.float64),
-        customdata=np.column_stack([low, high]),
+        customdata=[f"min {float(a):.6g}, max {float(b):.6g}" for a, b in zip(low, high)],
         marker={"color": palette.strong},
-        hovertemplate="channel %{x}<br>min %{customdata[0]:.6g}<br>max %{customdata[1]:.6g}<extra></extra>",
+        hovertemplate="channel %{x}<br>%{customdata}<extra></extra>",
     )
     figure = go.Figure(bar)
     _style(figure, title=title, x_title=f"output channel (axis {axis})", y_title=y_title, percent=False)
@@ -130,13 +134,13 @@ def _bin_centers(edges: np.ndarray) -> np.ndarray:
     return (edges[:-1] + edges[1:]) / 2
 
 
-def _bin_bars(histogram: Histogram, *, colors: str | list[str], hover: str) -> go.Bar:
+def _bin_bars(histogram: Histogram, *, colors: str | list[str], hover: str, labels: list[str]) -> go.Bar:
     edges = np.asarray(histogram.edges, dtype=np.float64)
     return go.Bar(
         x=_bin_centers(edges),
         y=histogram.percent,
         width=np.diff(edges),
-        customdata=np.column_stack([edges[:-1], edges[1:], histogram.counts]),
+        customdata=labels,
         marker={"color": colors, "line": {"width": 0}},
         hovertemplate=hover,
         showlegend=False,

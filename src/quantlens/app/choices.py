@@ -15,7 +15,7 @@ from quantlens.records import Layer, Model
 
 
 class Mode(str, enum.Enum):
-    """What the inspector shows: a layer's constant tensors or captured activations."""
+    """Inspector content: a layer's constant tensors or the captured activations."""
 
     WEIGHTS = "Weights"
     ACTIVATIONS = "Activations"

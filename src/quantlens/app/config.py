@@ -1,4 +1,4 @@
-"""What the app is started with: model files and folders, the CIFAR-10 folder and trust.
+"""Start-up settings of the app: model files and folders, the CIFAR-10 folder and trust.
 
 The notebook reads these from marimo's CLI arguments (after ``--``), and the model list also
 from an environment variable, so plain ``marimo run``/``marimo edit`` work as well as

@@ -17,7 +17,7 @@ from quantlens.records import Layer
 
 
 class MatchRule(str, enum.Enum):
-    """How an activation name was matched to a layer."""
+    """Rule that matched an activation name to a layer."""
 
     EXACT = "exact"
     PREFIX = "prefix"

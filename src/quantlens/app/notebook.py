@@ -172,14 +172,18 @@ def _(capture, capture_outcome, mo, session):
     else:
         _batch = capture.inputs
         _label = session.true_label(_batch)
-        _predictions = session.top_predictions(capture, 3)
+        _predictions = session.attempt(session.top_predictions, capture, 3)
         _image = session.preview_png(_batch)
         _facts = [
             f"**Input:** {_batch.descriptions[0]}",
             f"**Label:** {_label}" if _label is not None else "**Label:** none",
             "**Top-3:** "
-            + ", ".join(f"{p.name} {100 * p.probability:.1f}%" for p in _predictions),
-            *[f"*{notice}*" for notice in _batch.notices + capture.notices],
+            + (
+                ", ".join(f"{p.name} {100 * p.probability:.1f}%" for p in _predictions.value)
+                if _predictions.ok
+                else f"unavailable ({_predictions.error})"
+            ),
+            *[f"*{notice}*" for notice in session.capture_notices(capture)],
         ]
         _preview = mo.hstack(
             [
@@ -192,8 +196,10 @@ def _(capture, capture_outcome, mo, session):
         _output = mo.vstack(
             [
                 mo.callout(
-                    f"Captured {len(capture)} tensors from {capture.model}. "
-                    "Show **Activations** below to browse them in graph order.",
+                    mo.md(
+                        f"Captured {len(capture)} tensors from {capture.model}. "
+                        "Show **Activations** below to browse them in graph order."
+                    ),
                     kind="success",
                 ),
                 _preview,
@@ -207,7 +213,7 @@ def _(capture, capture_outcome, mo, session):
 def _(capture, choices, mo):
     mode_switch = (
         mo.ui.radio(
-            options=[mode.value for mode in choices.Mode],
+            options=[option.value for option in choices.Mode],
             value=choices.Mode.WEIGHTS.value,
             inline=True,
             label="Show",
@@ -357,6 +363,7 @@ def _(mo, subject, summary, views):
 
 @app.cell
 def _(bins_slider, charts, integer, mo, range_form, stats, subject, views):
+    mo.stop(subject is None)
     _values = views.view_values(subject.tensor, integer=integer)
     _figure = charts.histogram_figure(
         stats.histogram(_values, bins_slider.value),
@@ -372,6 +379,7 @@ def _(bins_slider, charts, integer, mo, range_form, stats, subject, views):
 
 @app.cell
 def _(histogram_plot, integer, mo, range_form, session, stats, subject, views):
+    mo.stop(subject is None)
     _values = views.view_values(subject.tensor, integer=integer)
     _lines = []
     for _name, _bounds in (
@@ -499,7 +507,7 @@ def _(bins_slider, charts, choices, mo, mode, picked, stats, views):
 
 
 @app.cell
-def _(loaded, mo, model, overview_csv, overview_rows, session):
+def _(loaded, mo, model, overview_csv, overview_rows, session, views):
     mo.stop(model is None)
     _rows = session.attempt(overview_rows, model)
     if not _rows.ok:
@@ -507,7 +515,16 @@ def _(loaded, mo, model, overview_csv, overview_rows, session):
     else:
         _body = mo.vstack(
             [
-                mo.ui.table(list(_rows.value), selection=None, page_size=25, show_column_summaries=False),
+                mo.ui.table(
+                    list(_rows.value),
+                    selection=None,
+                    page_size=25,
+                    show_column_summaries=False,
+                    format_mapping={
+                        column: views.format_value
+                        for column in ("min", "max", "mean", "std", "zeros_percent")
+                    },
+                ),
                 mo.download(
                     data=overview_csv(_rows.value).encode("utf-8"),
                     filename=f"{loaded.value.choice.path.stem}_overview.csv",

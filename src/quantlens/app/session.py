@@ -18,9 +18,9 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from quantlens.app.catalog import ModelCatalog, ModelChoice
 from quantlens.capture.records import CaptureResult
 from quantlens.datasets.cifar10 import CLASS_NAMES, resolve_data_dir
-from quantlens.app.catalog import ModelCatalog, ModelChoice
 from quantlens.errors import CaptureError, DatasetError, DatasetNotFoundError, InputError, QuantlensError
 from quantlens.inputs import InputBatch, cifar10_samples, load_image_bytes, random_input
 from quantlens.readers import open_model
@@ -232,6 +232,11 @@ def top_predictions(result: CaptureResult, k: int = 3) -> list[Prediction]:
         Prediction(name=names[index] if names else f"class {index}", probability=probability)
         for index, probability in result.top_k(k)
     ]
+
+
+def capture_notices(result: CaptureResult) -> list[str]:
+    """Return the notices of the input and of the capture once each, in order."""
+    return list(dict.fromkeys(result.inputs.notices + result.notices))
 
 
 def true_label(batch: InputBatch) -> str | None:

@@ -1,7 +1,7 @@
-"""What the app shows for one tensor: the subject, its statistics, code histogram and channels.
+"""Data the app shows for one tensor: the subject, its statistics, code histogram and channels.
 
 A subject is either a layer's constant tensor (weight, bias, other parameter) or a captured
-activation; both are Tensor records, so everything below works on either.
+activation. Both are Tensor records, so everything below works on either.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Subject:
     """The tensor on display and where it comes from.
 
     ``kind`` is WEIGHT for every constant tensor of a layer (weight, bias, parameters) and
-    ACTIVATION for a captured output; ``layer`` and ``op_type`` name the layer that owns or
+    ACTIVATION for a captured output. ``layer`` and ``op_type`` name the layer that owns or
     produced the tensor.
     """
 
@@ -58,14 +58,19 @@ class Subject:
 
     def title(self, *, integer: bool) -> str:
         """Chart title, e.g. ``Weight stack1.conv1.weight of stack1.conv1 (Conv): integer codes``."""
-        view = VIEW_CODES if integer else ("values" if not self.tensor.is_quantized else VIEW_VALUES)
+        if integer:
+            view = VIEW_CODES
+        elif self.tensor.is_quantized:
+            view = VIEW_VALUES
+        else:
+            view = "values"
         owner = "output of" if self.kind is Kind.ACTIVATION else "of"
         layer = self.layer or "(root)"
         return f"{self.noun} {self.tensor.name} {owner} {layer} ({self.op_type}): {view}"
 
 
 def uses_codes(tensor: Tensor, view: str | None) -> bool:
-    """True when ``view`` asks for integer codes and ``tensor`` has them."""
+    """True when ``view`` requests integer codes and ``tensor`` has them."""
     return view == VIEW_CODES and tensor.is_quantized
 
 
@@ -146,8 +151,8 @@ def channel_rows(tensor: Tensor) -> list[dict[str, str]]:
 class CodeView:
     """The integer-code histogram of a quantized tensor and its saturation at qmin and qmax.
 
-    ``histogram`` is None when one bar per code would be too many bars (int32 biases); ``note``
-    then says why, and it also says when the bars cover only the codes present.
+    ``histogram`` is None when one bar per code would be too many bars (int32 biases), and
+    ``note`` then explains why. ``note`` also reports when the bars cover only the codes present.
     """
 
     histogram: stats.Histogram | None

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def _serve(mode: str, args: argparse.Namespace, *, headless: bool) -> int:
     if plan.token is not None and server.stdin is not None:
         server.stdin.write(plan.token.encode("utf-8"))
         server.stdin.close()
+    # SIGTERM to this process would otherwise leave the marimo server running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.terminate())
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -121,7 +124,9 @@ def plan_server(
         raise ValueError(f"mode must be 'run' or 'edit', got {mode!r}")
     if token is None and (mode == "edit" or not is_loopback(host)):
         token = secrets.token_urlsafe(24)
-    command = [sys.executable, "-m", "marimo", mode, str(NOTEBOOK), "--host", host, "--port", str(port)]
+    # The read-only server preloads the app's imports, because its sessions share one process.
+    launcher = "quantlens.app.serve" if mode == "run" else "marimo"
+    command = [sys.executable, "-m", launcher, mode, str(NOTEBOOK), "--host", host, "--port", str(port)]
     if headless:
         command.append("--headless")
     if mode == "edit":
