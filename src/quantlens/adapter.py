@@ -74,7 +74,7 @@ class InputAdapter:
         return int(value) if value is not None else 3
 
     def describe(self) -> str:
-        """One line such as ``NHWC 32x32x3 float32, raw pixels 0-255 (from metadata)``."""
+        """Describe the input in one line, e.g. ``NHWC 32x32x3 float32, raw pixels 0-255 (from metadata)``."""
         if not self.is_image:
             return f"{self.shape} {self.dtype}, not image-shaped (from {self.source})"
         size = self.image_size or ("?", "?")

@@ -105,7 +105,7 @@ def cifar10_samples(indices: Sequence[int], *, data_dir: str | os.PathLike[str] 
 
 
 def random_input(seed: int = 0) -> InputBatch:
-    """One random input; the values are drawn by the adapter in the model's shape and range."""
+    """Request one random input, which the adapter draws in the model's shape and range."""
     return InputBatch(images=None, labels=(None,), descriptions=(f"random (seed {seed})",), random_seed=seed)
 
 

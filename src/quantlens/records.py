@@ -34,7 +34,7 @@ INTEGER_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
 
 
 class Role(str, enum.Enum):
-    """What a tensor is to its layer."""
+    """The part a tensor plays in its layer."""
 
     WEIGHT = "weight"
     BIAS = "bias"

@@ -11,7 +11,7 @@ from quantlens.cli._common import format_number, print_table
 from quantlens.readers import open_model
 from quantlens.zoo.bundled import bundled_models, resolve_model
 
-# How tables show the layer called "" (the root module of a PyTorch model).
+# Table label for the layer called "", the root module of a PyTorch model.
 ROOT_LABEL = "(root)"
 MODEL_HELP = "model file, or the name of a bundled model (see `quantlens models`)"
 TRUST_HELP = (

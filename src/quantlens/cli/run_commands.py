@@ -18,7 +18,7 @@ DATA_DIR_HELP = (
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options that say how a model is loaded and fed."""
+    """Add the options that control how a model is loaded and fed."""
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--trust", action="store_true", help=TRUST_HELP)
     parser.add_argument("--layout", choices=["NHWC", "NCHW"], help="override the input layout the model records or probing finds")

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 class Session(ABC):
-    """A loaded model ready to run. ``adapter`` says how inputs are fed to it."""
+    """A loaded model ready to run; ``adapter`` turns inputs into the tensor it expects."""
 
     path: Path
     format: str

@@ -124,7 +124,7 @@ def load_torch_session(path: Path, *, trust: bool, layout: str | None = None, de
         if isinstance(architecture, str):
             return _session_from_architecture(path, checkpoint, architecture, device=device, layout=layout)
     raise CaptureError(
-        f"{str(path)!r} holds weights only (a state_dict with no architecture), so quantlens cannot "
+        f"{str(path)!r} contains only weights (a state_dict with no architecture), so quantlens cannot "
         "run it; its weights can still be inspected. Save the model with torch.jit.save, or as a "
         "full module (then pass --trust)."
     )

@@ -72,8 +72,8 @@ def export_onnx(model: ResNet8, path: Path) -> None:
 
 
 def _inline_identity_initializers(proto: onnx.ModelProto) -> None:
-    # The exporter deduplicates equal constants and feeds the copies through Identity nodes
-    # (seen with torch 2.13); quantizers expect each Conv bias to be an initializer itself.
+    # The exporter (torch 2.13) deduplicates equal constants and feeds the copies through
+    # Identity nodes. quantize_static expects each Conv bias to be an initializer itself.
     originals = {init.name: init for init in proto.graph.initializer}
     identities = [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in originals]
     for node in identities:

@@ -11,7 +11,7 @@ from quantlens.errors import ModelNotFoundError
 
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".safetensors", ".tflite", ".h5")
 
-# What each bundled file is, for `quantlens models` and the app's model list.
+# Description of each bundled file, for `quantlens models` and the app's model list.
 DESCRIPTIONS = {
     "resnet8.pt": "float32 PyTorch state_dict (architecture resnet8)",
     "resnet8.onnx": "float32 ONNX",

@@ -15,7 +15,7 @@ CIFAR10_MEAN = (125.307, 122.950, 113.865)
 CIFAR10_STD = (62.993, 62.089, 66.705)
 
 # The input interface every bundled file records (ONNX metadata_props, TorchScript extra files
-# and the state_dict checkpoint) so that quantlens knows how to feed it.
+# and the state_dict checkpoint) so that quantlens can feed it without guessing.
 INPUT_SPEC = {
     "layout": "NHWC",
     "shape": [None, 32, 32, 3],
