@@ -1,0 +1,51 @@
+"""quantlens: inspect every weight and activation of float and quantized models, side by side.
+
+The public API in one place::
+
+    import quantlens
+
+    model = quantlens.open_model("resnet8_int8.onnx")           # layers, tensors, quantization
+    session = quantlens.open_session(model.path)                 # run it
+    result = quantlens.capture(session, quantlens.parse_input("cifar10:3"))
+    report = quantlens.compare_models("resnet8.onnx", "resnet8_int8.onnx")
+
+Importing quantlens does not import torch or onnxruntime; they load when a model needs them.
+"""
+
+from __future__ import annotations
+
+from quantlens.capture import CaptureResult, capture, capture_statistics, list_capture_points
+from quantlens.compare import ComparisonReport, compare_models
+from quantlens.errors import QuantlensError
+from quantlens.evaluate import EvalResult, evaluate
+from quantlens.inputs import InputBatch, parse_input
+from quantlens.readers import open_model
+from quantlens.records import Layer, Model, Quantization, Role, Tensor
+from quantlens.runtime import Session, open_session
+from quantlens.zoo.bundled import bundled_models, resolve_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureResult",
+    "ComparisonReport",
+    "EvalResult",
+    "InputBatch",
+    "Layer",
+    "Model",
+    "Quantization",
+    "QuantlensError",
+    "Role",
+    "Session",
+    "Tensor",
+    "bundled_models",
+    "capture",
+    "capture_statistics",
+    "compare_models",
+    "evaluate",
+    "list_capture_points",
+    "open_model",
+    "open_session",
+    "parse_input",
+    "resolve_model",
+]

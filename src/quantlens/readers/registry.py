@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantlens.errors import ModelFormatError, ModelNotFoundError
+from quantlens.errors import ModelFormatError
 from quantlens.records import Model
 
 logger = logging.getLogger(__name__)
@@ -80,14 +80,14 @@ def choose_reader(path: Path) -> Reader:
 
 
 def open_model(path: str | os.PathLike[str], *, trust: bool = False) -> Model:
-    """Open a model file with the matching reader.
+    """Open a model file, or a bundled model by name, with the matching reader.
 
     ``trust=True`` allows full unpickling of PyTorch files, which can run arbitrary code: pass it
     only for files from a source you trust.
     """
-    file_path = Path(path).expanduser()
-    if not file_path.exists():
-        raise ModelNotFoundError(f"model file not found: {str(file_path)!r}")
+    from quantlens.zoo.bundled import resolve_model
+
+    file_path = resolve_model(path)
     if file_path.is_dir():
         raise ModelFormatError(f"{str(file_path)!r} is a folder; pass a model file")
     reader = choose_reader(file_path)

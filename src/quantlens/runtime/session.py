@@ -43,14 +43,16 @@ def open_session(
     layout: str | None = None,
     scaling: str | None = None,
 ) -> Session:
-    """Load ``path`` into an inference session.
+    """Load ``path`` (a file, or a bundled model's name) into an inference session.
 
     ``layout`` ("NHWC"/"NCHW") and ``scaling`` ("raw", "unit", "standardize") override what the
     model records or what probing finds. ``trust`` allows full unpickling of PyTorch files.
     """
-    file_path = Path(path).expanduser()
+    from quantlens.zoo.bundled import resolve_model
+
+    file_path = resolve_model(path)
     if not file_path.is_file():
-        raise ModelNotFoundError(f"model file not found: {str(file_path)!r}")
+        raise ModelNotFoundError(f"model path is not a file: {str(file_path)!r}")
     session: Session
     reader_name = choose_reader(file_path).name
     if reader_name == "onnx":
