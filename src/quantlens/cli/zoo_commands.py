@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``zoo`` and its steps to ``subparsers``."""
-    from quantlens.zoo import build, train
+    from quantlens.zoo import build, report, train
 
     zoo = subparsers.add_parser(
         "zoo",
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, module, summary in (
         ("train", train, "train ResNet8 on CIFAR-10"),
         ("build", build, "export and quantize the bundled files from trained weights"),
+        ("report", report, "evaluate every bundled model and print the docs' accuracy table"),
     ):
         step = steps.add_parser(
             name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
