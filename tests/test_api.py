@@ -26,7 +26,7 @@ def test_readme_example_runs(cifar_dir):
     assert np.array_equal(weight.values, weight.quantization.dequantize(weight.codes))
 
     session = quantlens.open_session("resnet8_int8.onnx")
-    result = quantlens.capture(session, quantlens.parse_input("cifar10:3", data_dir=cifar_dir))
+    result = quantlens.capture_activations(session, quantlens.parse_input("cifar10:3", data_dir=cifar_dir))
     assert len(result.activations) > 20
     assert len(result.top_k(3)) == 3
 

@@ -6,16 +6,18 @@ The public API in one place::
 
     model = quantlens.open_model("resnet8_int8.onnx")           # layers, tensors, quantization
     session = quantlens.open_session(model.path)                 # run it
-    result = quantlens.capture(session, quantlens.parse_input("cifar10:3"))
+    result = quantlens.capture_activations(session, quantlens.parse_input("cifar10:3"))
     report = quantlens.compare_models("resnet8.onnx", "resnet8_int8.onnx")
 
 Importing quantlens does not import torch or onnxruntime; they load when a model needs them.
+The capture function is exported as ``capture_activations`` so that ``quantlens.capture`` stays
+the subpackage.
 """
 
 from __future__ import annotations
 
-from quantlens.capture import CaptureResult, capture, capture_statistics, list_capture_points
-from quantlens.compare import ComparisonReport, compare_models
+from quantlens.capture import CaptureResult, capture_statistics, list_capture_points
+from quantlens.capture import capture as capture_activations
 from quantlens.errors import QuantlensError
 from quantlens.evaluate import EvalResult, evaluate
 from quantlens.inputs import InputBatch, parse_input
@@ -25,6 +27,19 @@ from quantlens.runtime import Session, open_session
 from quantlens.zoo.bundled import bundled_models, resolve_model
 
 __version__ = "0.1.0"
+
+# Names loaded on first access, because their modules import onnx, which takes longer to import
+# than the rest of the package. Opening a model of another format then never imports onnx.
+_LAZY = {"ComparisonReport": "quantlens.compare", "compare_models": "quantlens.compare"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantlens' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "CaptureResult",
@@ -39,7 +54,7 @@ __all__ = [
     "Session",
     "Tensor",
     "bundled_models",
-    "capture",
+    "capture_activations",
     "capture_statistics",
     "compare_models",
     "evaluate",
