@@ -1,8 +1,9 @@
 """End to end: `quantlens app` served on 127.0.0.1 and driven in headless Chromium.
 
-Needs Chromium at /usr/bin/chromium and the CIFAR-10 test batch. The browser may only reach the
-app's server: every other request is aborted (marimo's plotly plugin requests MathJax from a CDN).
-Screenshots, the server log and the page-load timings go to artifacts/.
+Needs Chromium at /usr/bin/chromium and the CIFAR-10 test batch. The app page requests nothing
+but its own server. The tests fail on any other request and also abort it, so no test traffic
+leaves the machine even when the app breaks that rule. Screenshots, the server logs and the
+page-load timings go to artifacts/.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,18 +76,14 @@ def wait_for_server(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"quantlens app did not answer at {url} within {SERVER_START_SECONDS} s")
 
 
-@pytest.fixture(scope="module")
-def server(cifar_dir: Path) -> Iterator[tuple[str, Path]]:
-    """Start `quantlens app` on a free loopback port; yield its URL and log file, then stop it."""
+@contextmanager
+def running_app(arguments: list[str], log: Path) -> Iterator[str]:
+    """Run `quantlens app ARGUMENTS` on a free loopback port; yield its URL, then stop it."""
     if not CHROMIUM.is_file():
         pytest.skip(f"Chromium not found at {CHROMIUM}")
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "app_server.log"
     port = free_port()
-    command = [
-        sys.executable, "-m", "quantlens.cli.main", "app",
-        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(cifar_dir),
-    ]
+    command = [sys.executable, "-m", "quantlens.cli.main", "app", "--host", "127.0.0.1", "--port", str(port), *arguments]
     with log.open("w") as output:
         process = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
@@ -93,7 +91,7 @@ def server(cifar_dir: Path) -> Iterator[tuple[str, Path]]:
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_server(url, process, log)
-        yield url, log
+        yield url
     finally:
         process.terminate()
         try:
@@ -101,6 +99,14 @@ def server(cifar_dir: Path) -> Iterator[tuple[str, Path]]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(cifar_dir: Path) -> Iterator[tuple[str, Path]]:
+    """The app with the bundled models and CIFAR-10: its URL and log file."""
+    log = ARTIFACTS / "app_server.log"
+    with running_app(["--data-dir", str(cifar_dir)], log) as url:
+        yield url, log
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +119,39 @@ def browser(server) -> Iterator[object]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser, server) -> Iterator[object]:
-    """A fresh page that can reach only the app server; fails the test on new server tracebacks."""
-    _, log = server
+@contextmanager
+def local_page(browser, log: Path) -> Iterator[object]:
+    """Open a page that can reach only the app server, then check what it did.
+
+    Fails when the page requested another host (the request is aborted, not sent) or when the
+    server log gained a traceback.
+    """
     start = log.stat().st_size
+    outside: list[str] = []
     context = browser.new_context(viewport={"width": 1300, "height": 1400})
-    context.route("**/*", _local_only)
+    context.route("**/*", lambda route: _local_only(route, outside))
     tab = context.new_page()
     try:
         yield tab
     finally:
         context.close()
+    assert outside == [], f"the page requested other hosts: {outside}"
     new_log = log.read_text(errors="replace")[start:]
     assert "Traceback" not in new_log, f"the app raised on the server:\n{new_log[-3000:]}"
 
 
-def _local_only(route) -> None:
+@pytest.fixture
+def page(browser, server) -> Iterator[object]:
+    _, log = server
+    with local_page(browser, log) as tab:
+        yield tab
+
+
+def _local_only(route, outside: list[str]) -> None:
     if route.request.url.startswith(LOCAL_PREFIXES):
         route.continue_()
     else:
+        outside.append(route.request.url)
         route.abort()
 
 
@@ -159,9 +178,9 @@ def bar_fills(page, index: int = 0) -> set[str]:
     return set(paths.evaluate_all(script))
 
 
-def save_screenshot(page, name: str) -> Path:
+def save_screenshot(page, name: str, *, height: int = 4600) -> Path:
     # marimo scrolls inside its own container, so a tall viewport shows the whole app.
-    page.set_viewport_size({"width": 1300, "height": 4600})
+    page.set_viewport_size({"width": 1300, "height": height})
     page.wait_for_timeout(1500)
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
@@ -333,3 +352,239 @@ def test_overview_csv_download(page, server):
     lines = Path(download.path()).read_text().strip().split("\n")
     assert lines[0].startswith("layer,op_type,tensor,role,shape")
     assert len(lines) > 10
+
+
+# Requests to other hosts
+
+
+def test_page_requests_only_local_server(browser, server):
+    url, _ = server
+    origin = url.rstrip("/")
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    page = context.new_page()
+    requests: list[str] = []
+    sockets: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+
+    def record_error(message) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", record_error)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(url)
+        page.locator(".js-plotly-plot .trace.bars .point").first.wait_for(state="visible", timeout=UPDATE_MS)
+        page.wait_for_timeout(1000)
+
+        allowed = (origin + "/", "data:", "blob:")
+        assert len(requests) > 10
+        assert [request for request in requests if not request.startswith(allowed)] == []
+        assert sockets
+        assert [socket for socket in sockets if not socket.startswith(f"ws://{origin.split('://', 1)[1]}/")] == []
+        assert [error for error in errors if "Content Security Policy" not in error] == []
+
+        # The policy itself: a script from another loopback address is blocked before any request.
+        blocked = page.evaluate(
+            """(src) => new Promise((resolve) => {
+                document.addEventListener("securitypolicyviolation", (event) => resolve(event.blockedURI), { once: true });
+                const script = document.createElement("script");
+                script.src = src;
+                document.body.append(script);
+            })""",
+            f"http://127.0.0.2:{origin.rsplit(':', 1)[1]}/probe.js",
+        )
+        assert blocked.startswith("http://127.0.0.2:")
+    finally:
+        context.close()
+
+
+# Compare view
+
+
+def open_compare(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_role("tab", name="Compare").click()
+    expect(page.get_by_role("button", name="Compare models")).to_be_visible(timeout=UPDATE_MS)
+
+
+def run_compare(page) -> None:
+    page.get_by_role("button", name="Compare models").click()
+
+
+def ranked_table(page):
+    return page.locator("table").filter(has=page.get_by_role("columnheader", name="weight SQNR (dB)")).first
+
+
+def test_compare_view(page, server):
+    url, _ = server
+    open_compare(page, url)
+    expect(page.locator("select").filter(has_text="resnet8.onnx").first).to_have_value(re.compile(".+"))
+    run_compare(page)
+    expect(page.get_by_text("12 layers matched")).to_be_visible(timeout=UPDATE_MS)
+    expect(page.locator(".js-plotly-plot .gtitle", has_text="SQNR per layer")).to_have_count(1, timeout=UPDATE_MS)
+    expect(page.locator(".js-plotly-plot .legendtext", has_text="worst 3")).to_have_count(1)
+
+    table = ranked_table(page)
+    expect(table.locator("tbody tr")).to_have_count(12, timeout=UPDATE_MS)
+    op_types = [row.locator("td").nth(3).inner_text() for row in table.locator("tbody tr").all()]
+    assert sum(1 for op_type in op_types if op_type in ("Conv", "Gemm")) == 10
+    assert "activation SQNR (dB)" not in table.locator("thead").inner_text()
+    expect(page.get_by_text("Every layer of both models is matched.")).to_be_visible()
+
+    select_option(page, "/stack1/conv1/Conv (Conv)")
+    expect(page.locator(".js-plotly-plot .gtitle", has_text="weights of /stack1/conv1/Conv /")).to_have_count(1, timeout=UPDATE_MS)
+    overlay = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text="weights of /stack1/conv1/Conv /"))
+    assert overlay.locator(".trace.bars").count() == 2
+    scatter = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text=re.compile(r"^weights of /stack1/conv1/Conv$")))
+    expect(scatter.locator(".scatterlayer .point")).to_have_count(2304, timeout=UPDATE_MS)
+    shot = save_screenshot(page, "app_compare.png", height=2300)
+    assert shot.stat().st_size > 0
+
+    # The report stays while the Inspect tab is open.
+    page.get_by_role("tab", name="Inspect").click()
+    expect(page.get_by_text("12 layers matched")).to_have_count(0, timeout=UPDATE_MS)
+    page.get_by_role("tab", name="Compare").click()
+    expect(page.get_by_text("12 layers matched")).to_be_visible(timeout=UPDATE_MS)
+    expect(page.locator(".js-plotly-plot .gtitle", has_text="SQNR per layer")).to_have_count(1, timeout=UPDATE_MS)
+
+
+# Bad input
+
+
+TOKEN = "quantlens-test-token"
+
+
+@pytest.fixture(scope="module")
+def bad_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The app on a folder of broken models, an empty CIFAR-10 folder and an access token.
+
+    Yields the URL with the token and the log file.
+    """
+    import torch
+
+    from tests.fixtures import onnx_models
+
+    models = tmp_path_factory.mktemp("bad_models")
+    (models / "broken.onnx").write_bytes(bytes(range(256)) * 16)
+    (models / "empty.pt").write_bytes(b"")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), models / "pickled_module.pt")
+    onnx_models.build_float_mlp(models)
+    no_data = tmp_path_factory.mktemp("no_cifar10")
+    log = ARTIFACTS / "app_server_bad_input.log"
+    arguments = [str(models), "--data-dir", str(no_data), "--token-password", TOKEN]
+    with running_app(arguments, log) as url:
+        yield url, log
+
+
+def danger(page, text: str):
+    return page.locator("marimo-callout-output").filter(has_text=text)
+
+
+def expect_callout(page, text: str) -> None:
+    expect(danger(page, text).first).to_be_visible(timeout=UPDATE_MS)
+
+
+def run_capture_with(page, source: str) -> None:
+    page.get_by_role("radio", name=source).click()
+    page.get_by_role("button", name="Run and capture").click()
+
+
+def test_token_server_rejects_missing_token(bad_server):
+    url, _ = bad_server
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(url, timeout=30) as response:
+        assert "/auth/login" in response.url
+    with opener.open(f"{url}?access_token=wrong", timeout=30) as response:
+        assert "/auth/login" in response.url
+    with opener.open(f"{url}?access_token={TOKEN}", timeout=30) as response:
+        assert "/auth/login" not in response.url
+        assert "quantlens" in response.read().decode("utf-8")
+
+
+def test_bad_inputs_end_in_callouts(browser, bad_server, bundled, tmp_path):
+    url, log = bad_server
+    with local_page(browser, log) as page:
+        page.goto(f"{url}?access_token={TOKEN}")
+
+        # The model list contains the bundled models and the files of the folder, nothing else.
+        expect_callout(page, "Error loading ONNX model")
+        model_list = page.locator("select").filter(has=page.locator("option", has_text="pickled_module.pt")).first
+        listed = set(model_list.locator("option").all_inner_texts())
+        assert listed == set(bundled) | {"broken.onnx", "empty.pt", "pickled_module.pt", "mlp_float.onnx"}
+
+        # Broken model files, one after the other, then a bundled model that works.
+        expect(danger(page, "broken.onnx")).to_have_count(1)
+        select_option(page, "empty.pt")
+        expect_callout(page, "empty.pt' is empty (0 bytes)")
+        select_option(page, "pickled_module.pt")
+        expect_callout(page, "restart it with `quantlens app --trust")
+        select_option(page, "resnet8_int8.onnx")
+        page.locator(".js-plotly-plot .trace.bars .point").first.wait_for(state="visible", timeout=UPDATE_MS)
+
+        # CIFAR-10 is missing: the warning before the run, the error after it, then random input.
+        expect_callout(page, "no CIFAR-10 test split")
+        expect(danger(page, "quantlens data cifar10").first).to_be_visible()
+        page.get_by_role("button", name="Run and capture").click()
+        expect_callout(page, "Capture failed: no CIFAR-10 test split")
+        field = page.get_by_role("textbox", name=re.compile("CIFAR-10 test index"))
+        field.fill("")
+        field.press("Tab")
+        page.get_by_role("button", name="Run and capture").click()
+        expect_callout(page, "CIFAR-10 index must be a whole number from 0 to 9999, got None")
+        run_capture_with(page, "random input")
+        expect(page.get_by_text(CAPTURED)).to_be_visible(timeout=UPDATE_MS)
+
+        # An upload that is not an image, then random input again.
+        notes = tmp_path / "notes.png"
+        notes.write_text("these are notes, not pixels")
+        page.get_by_role("radio", name="uploaded image").click()
+        page.locator("input[type=file]").set_input_files(str(notes))
+        page.get_by_role("button", name="Run and capture").click()
+        expect_callout(page, "'notes.png' is not a readable image")
+        run_capture_with(page, "random input")
+        expect(page.get_by_text(CAPTURED)).to_be_visible(timeout=UPDATE_MS)
+
+        # Value range: min > max, an empty field, then a valid range.
+        fields = page.locator("marimo-form input")
+        fields.nth(0).fill("5")
+        fields.nth(1).fill("1")
+        fields.nth(1).press("Tab")
+        page.get_by_role("button", name="Apply range").click()
+        expect_callout(page, "The minimum 5 is greater than the maximum 1; swap them")
+        fields.nth(0).fill("")
+        fields.nth(0).press("Tab")
+        page.get_by_role("button", name="Apply range").click()
+        expect_callout(page, "min is empty")
+        assert "elements inside" in apply_range(page, "-20", "20")
+
+        # Compare: a broken model, models with nothing in common, CIFAR-10 missing, then a valid run.
+        page.get_by_role("tab", name="Compare").click()
+        expect(page.get_by_role("button", name="Compare models")).to_be_visible(timeout=UPDATE_MS)
+        quantized = page.get_by_role("combobox", name="Quantized model")
+        float_ = page.get_by_role("combobox", name="Float model")
+        float_.select_option(label="broken.onnx")
+        run_compare(page)
+        expect_callout(page, "Comparison failed: Error loading ONNX model")
+        float_.select_option(label="mlp_float.onnx")
+        run_compare(page)
+        expect_callout(page, "no layer of mlp_float.onnx matches a layer of resnet8_int8.onnx")
+        save_screenshot(page, "app_bad_input_callout.png", height=1400)
+        float_.select_option(label="resnet8.onnx")
+        page.get_by_role("radio", name=re.compile("CIFAR-10 test images")).click()
+        expect_callout(page, "Weights only and random input work without it")
+        run_compare(page)
+        expect_callout(page, "Comparison failed: no CIFAR-10 test split")
+        quantized.select_option(label="resnet8.onnx")
+        page.get_by_role("radio", name="weights only").click()
+        run_compare(page)
+        expect_callout(page, "resnet8.onnx is chosen as both")
+        quantized.select_option(label="resnet8_int8.onnx")
+        page.get_by_role("radio", name=re.compile("random input")).click()
+        run_compare(page)
+        expect(page.get_by_text("over 1 input (random:0)")).to_be_visible(timeout=UPDATE_MS)
+        expect(page.locator(".js-plotly-plot .gtitle", has_text="SQNR per layer")).to_have_count(1, timeout=UPDATE_MS)
+
+        assert page.get_by_text("Traceback").count() == 0

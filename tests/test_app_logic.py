@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import os
 import subprocess
@@ -407,7 +408,11 @@ def test_range_error_messages():
     assert views.range_error(None) is None
     assert views.range_error({"low": 0.0, "high": 1.0}) is None
     assert "both" in views.range_error({"low": None, "high": 1.0})
+    assert "min is empty" in views.range_error({"low": None, "high": 1.0})
+    assert "min is 'abc'" in views.range_error({"low": "abc", "high": 1.0})
+    assert "both" in views.range_error({"low": True, "high": 1.0})
     assert "greater" in views.range_error({"low": 2.0, "high": 1.0})
+    assert "swap them" in views.range_error({"low": 2.0, "high": 1.0})
     assert views.submitted_range({"low": 2.0, "high": 1.0}) is None
     assert views.submitted_range({"low": -1, "high": 1}) == (-1.0, 1.0)
 
@@ -510,10 +515,12 @@ def test_capture_without_cifar10_says_what_works(tmp_path):
 
 
 def test_empty_capture_is_an_error(tmp_path, monkeypatch):
-    import quantlens.capture
+    # The package root exports the capture function under the subpackage's name, so the
+    # subpackage is taken from sys.modules.
+    capture_package = importlib.import_module("quantlens.capture")
 
     path = onnx_models.build_float_convnet(tmp_path)
-    monkeypatch.setattr(quantlens.capture, "capture", lambda session_, batch: fake_result(()))
+    monkeypatch.setattr(capture_package, "capture", lambda session_, batch: fake_result(()))
     request = session.InputRequest(source=session.SOURCE_RANDOM, seed=123)
     with pytest.raises(CaptureError, match="no activations"):
         session.capture_activations(path, False, request, None)
@@ -531,6 +538,96 @@ def test_upload_capture_resizes_image(tmp_path):
     assert result.inputs.descriptions == ("red.png",)
     assert any("resized" in notice for notice in result.inputs.notices)
     assert session.preview_png(result.inputs).startswith(b"\x89PNG")
+
+
+def test_cifar10_problem_names_empty_folder(tmp_path):
+    problem = session.cifar10_problem(tmp_path)
+    assert problem is not None
+    assert str(tmp_path) in problem
+    assert "test_batch" in problem
+    assert "--data-dir" in problem
+
+
+def test_cifar10_problem_none_for_real_data(cifar_dir):
+    assert session.cifar10_problem(cifar_dir) is None
+
+
+def bad_model_catalog(folder: Path):
+    import torch
+
+    (folder / "broken.onnx").write_bytes(bytes(range(256)) * 16)
+    (folder / "empty.pt").write_bytes(b"")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), folder / "pickled_module.pt")
+    return build_catalog([folder])
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("broken.onnx", "Error loading ONNX model"),
+        ("empty.pt", "is empty (0 bytes)"),
+        ("pickled_module.pt", "restart it with `quantlens app --trust"),
+    ],
+)
+def test_bad_model_files_become_messages(tmp_path, label, expected):
+    catalog = bad_model_catalog(tmp_path)
+    outcome = session.attempt(session.load_choice, catalog, label, trust=False)
+    assert not outcome.ok
+    assert expected in outcome.error
+    assert label in outcome.error
+    assert session.attempt(session.load_choice, catalog, "resnet8_int8.onnx", trust=False).ok
+
+
+def test_pickled_module_opens_with_trust(tmp_path):
+    catalog = bad_model_catalog(tmp_path)
+    loaded = session.load_choice(catalog, "pickled_module.pt", trust=True)
+    assert len(loaded.model.layers) > 0
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [(None, "whole number from 0 to 9999, got None"), (2.5, "got 2.5"), (10_000, "out of range")],
+)
+def test_capture_rejects_bad_cifar10_index(tmp_path, cifar_dir, index, expected):
+    choice = build_catalog([]).choice("resnet8.onnx")
+    outcome = session.attempt(
+        session.run_capture, choice, source=session.SOURCE_CIFAR10, index=index, seed=None, upload=None,
+        data_dir=cifar_dir, trust=False,
+    )
+    assert expected in outcome.error
+
+
+def test_capture_rejects_upload_that_is_not_an_image():
+    choice = build_catalog([]).choice("resnet8.onnx")
+    outcome = session.attempt(
+        session.run_capture, choice, source=session.SOURCE_UPLOAD, index=None, seed=None,
+        upload=("notes.png", b"these are notes, not pixels"), data_dir=None, trust=False,
+    )
+    assert not outcome.ok
+    assert "'notes.png' is not a readable image" in outcome.error
+    after = session.attempt(
+        session.run_capture, choice, source=session.SOURCE_RANDOM, index=None, seed=2, upload=None,
+        data_dir=None, trust=False,
+    )
+    assert after.ok
+
+
+def test_model_list_rejects_unlisted_label():
+    import marimo as mo
+
+    catalog = build_catalog([])
+    picker = mo.ui.dropdown(options=catalog.labels, value=catalog.default_label)
+    # marimo runs _convert_value on the value the browser sends, so a forged label stops there.
+    with pytest.raises(ValueError, match="not a valid option"):
+        picker._convert_value(["/etc/passwd"])
+    with pytest.raises(ModelNotFoundError):
+        session.load_choice(catalog, "/etc/passwd", trust=False)
+    with pytest.raises(ModelNotFoundError):
+        session.load_choice(catalog, "../resnet8.onnx", trust=False)
+
+
+def test_pages_are_inspect_and_compare():
+    assert [page.value for page in choices.Page] == ["Inspect", "Compare"]
 
 
 def test_preview_of_random_input_is_none():
@@ -623,6 +720,25 @@ def test_plan_editor_always_has_token():
     assert plan.command[1:4] == ["-m", "marimo", "edit"]
     assert "--skip-update-check" in plan.command
     assert "--headless" not in plan.command
+
+
+def test_app_listens_on_loopback_by_default():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    app_commands.register(parser.add_subparsers())
+    args = parser.parse_args(["app"])
+    assert args.host == "127.0.0.1"
+    plan = app_commands.plan_server("run", host=args.host, port=9000, token=args.token_password, headless=True, arguments=[])
+    assert plan.command[plan.command.index("--host") + 1] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.org"])
+def test_plan_every_other_host_gets_token(host):
+    plan = app_commands.plan_server("run", host=host, port=9000, token=None, headless=True, arguments=[])
+    assert plan.token
+    assert "--no-token" not in plan.command
+    assert plan.command[plan.command.index("--token") + 1 : plan.command.index("--token") + 3] == ["--token-password-file", "-"]
 
 
 def test_is_loopback():

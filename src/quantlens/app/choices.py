@@ -1,4 +1,4 @@
-"""Selector options for the app (layers, tensors, activations) and the subject they pick.
+"""Selector options for the app (tabs, layers, tensors, activations) and the subject they pick.
 
 Option dicts map the label shown in a dropdown to the name it stands for, in graph order.
 """
@@ -12,6 +12,13 @@ from quantlens.app.naming import LayerMatch, MatchRule, resolve_layer
 from quantlens.app.views import Subject
 from quantlens.capture.records import CaptureResult
 from quantlens.records import Layer, Model
+
+
+class Page(str, enum.Enum):
+    """The app's tabs: one model's weights and activations, or a float and a quantized model compared."""
+
+    INSPECT = "Inspect"
+    COMPARE = "Compare"
 
 
 class Mode(str, enum.Enum):

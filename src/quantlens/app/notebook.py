@@ -2,13 +2,17 @@
 
 Start it with `quantlens app [MODELS_OR_FOLDERS...]`, or with marimo directly:
 `marimo run notebook.py -- --model=PATH --data-dir=DIR` (see quantlens.app.config).
-Cells only wire widgets to quantlens.app functions and display their results.
+Cells only wire widgets to quantlens.app functions and display their results. The Inspect tab
+shows one model's weights and activations. The Compare tab compares a float model with its
+quantized version. The display cells of each tab stop while the other tab is open.
 """
 
 import marimo
 
 __generated_with = "0.25.2"
-app = marimo.App(width="medium", app_title="quantlens")
+# head.html sets a Content-Security-Policy that keeps the page from requesting other hosts.
+# NOTE: marimo 0.25 adds html_head_file to the page in `marimo run` only, not in the editor.
+app = marimo.App(width="medium", app_title="quantlens", html_head_file="head.html")
 
 
 @app.cell
@@ -18,7 +22,7 @@ def _():
     import marimo as mo
 
     from quantlens import stats
-    from quantlens.app import charts, choices, session, views
+    from quantlens.app import charts, choices, comparison, session, views
     from quantlens.app.catalog import build_catalog
     from quantlens.app.config import AppConfig
     from quantlens.app.overview import overview_csv, overview_rows
@@ -27,6 +31,7 @@ def _():
         build_catalog,
         charts,
         choices,
+        comparison,
         mo,
         os,
         overview_csv,
@@ -48,6 +53,19 @@ def _(AppConfig, build_catalog, mo, os):
 
 
 @app.cell
+def _(choices, mo):
+    page_tabs = mo.ui.tabs({page.value: "" for page in choices.Page}, value=choices.Page.INSPECT.value)
+    mo.vstack([mo.md("# quantlens"), page_tabs])
+    return (page_tabs,)
+
+
+@app.cell
+def _(choices, page_tabs):
+    page = choices.Page(page_tabs.value)
+    return (page,)
+
+
+@app.cell
 def _(catalog, config, model_picker, session):
     loaded = (
         session.attempt(session.load_choice, catalog, model_picker.value, trust=config.trust)
@@ -59,7 +77,8 @@ def _(catalog, config, model_picker, session):
 
 
 @app.cell
-def _(catalog, loaded, mo, model, model_picker):
+def _(catalog, choices, loaded, mo, model, model_picker, page):
+    mo.stop(page is not choices.Page.INSPECT)
     _problems = [mo.callout(problem, kind="warn") for problem in catalog.problems]
     if not catalog.choices:
         _status = mo.callout(
@@ -75,7 +94,7 @@ def _(catalog, loaded, mo, model, model_picker):
             f"{_choice.description or str(_choice.path)}: {model.format}, "
             f"{len(model.layers)} layers, {model.parameter_count:,} values."
         )
-    mo.vstack([mo.md("# quantlens"), model_picker, _status, *_problems])
+    mo.vstack([model_picker, _status, *_problems])
     return
 
 
@@ -95,15 +114,18 @@ def _(mo, session):
 
 @app.cell
 def _(
+    choices,
     cifar_index,
     config,
     image_upload,
     mo,
+    page,
     random_seed,
     run_button,
     session,
     source_picker,
 ):
+    mo.stop(page is not choices.Page.INSPECT)
     _controls = {
         session.SOURCE_CIFAR10: cifar_index,
         session.SOURCE_RANDOM: random_seed,
@@ -162,7 +184,8 @@ def _(
 
 
 @app.cell
-def _(capture, capture_outcome, mo, session):
+def _(capture, capture_outcome, choices, mo, page, session):
+    mo.stop(page is not choices.Page.INSPECT)
     mo.stop(
         capture_outcome is None,
         mo.md("Choose an input and press **Run and capture** to record every layer's output."),
@@ -313,12 +336,13 @@ def _(
     mode,
     mode_switch,
     model,
+    page,
     picked,
     subject,
     tensor_picker,
     view_switch,
 ):
-    mo.stop(model is None)
+    mo.stop(model is None or page is not choices.Page.INSPECT)
     if mode is choices.Mode.ACTIVATIONS:
         _selectors = [activation_picker]
     else:
@@ -356,14 +380,14 @@ def _(mo, subject, summary, views):
             low=mo.ui.number(value=_low, label="min"),
             high=mo.ui.number(value=_high, label="max"),
         )
-        .form(submit_button_label="Apply range", validate=views.range_error, bordered=False)
+        .form(submit_button_label="Apply range", bordered=False)
     )
     return (range_form,)
 
 
 @app.cell
-def _(bins_slider, charts, integer, mo, range_form, stats, subject, views):
-    mo.stop(subject is None)
+def _(bins_slider, charts, choices, integer, mo, page, range_form, stats, subject, views):
+    mo.stop(subject is None or page is not choices.Page.INSPECT)
     _values = views.view_values(subject.tensor, integer=integer)
     _figure = charts.histogram_figure(
         stats.histogram(_values, bins_slider.value),
@@ -398,13 +422,20 @@ def _(histogram_plot, integer, mo, range_form, session, stats, subject, views):
         else:
             _lines.append(f"**{_name}**: {_count.error}")
     _hint = "Drag across the histogram to count the elements in a range."
-    mo.vstack([range_form, mo.md("  \n".join(_lines) if _lines else f"*{_hint}*")])
+    _range_error = views.range_error(range_form.value)
+    mo.vstack(
+        [
+            range_form,
+            *([mo.callout(_range_error, kind="warn")] if _range_error is not None else []),
+            mo.md("  \n".join(_lines) if _lines else f"*{_hint}*"),
+        ]
+    )
     return
 
 
 @app.cell
-def _(mo, subject, summary, views):
-    mo.stop(subject is None)
+def _(choices, mo, page, subject, summary, views):
+    mo.stop(subject is None or page is not choices.Page.INSPECT)
     _heading = f"### {subject.noun} statistics"
     _table = mo.ui.table(
         views.statistics_rows(subject, summary),
@@ -433,8 +464,8 @@ def _(mo, subject, summary, views):
 
 
 @app.cell
-def _(charts, mo, session, subject, views):
-    mo.stop(subject is None or not subject.tensor.is_quantized)
+def _(charts, choices, mo, page, session, subject, views):
+    mo.stop(subject is None or not subject.tensor.is_quantized or page is not choices.Page.INSPECT)
     _view = session.attempt(views.code_view, subject.tensor)
     if not _view.ok:
         _output = mo.callout(_view.error, kind="danger")
@@ -464,8 +495,8 @@ def _(charts, mo, session, subject, views):
 
 
 @app.cell
-def _(charts, integer, mo, stats, subject, views):
-    mo.stop(subject is None or not views.has_channel_chart(subject))
+def _(charts, choices, integer, mo, page, stats, subject, views):
+    mo.stop(subject is None or not views.has_channel_chart(subject) or page is not choices.Page.INSPECT)
     _axis = views.output_channel_axis(subject.op_type, subject.tensor)
     _low, _high = stats.channel_ranges(views.view_values(subject.tensor, integer=integer), _axis)
     mo.ui.plotly(
@@ -482,7 +513,8 @@ def _(charts, integer, mo, stats, subject, views):
 
 
 @app.cell
-def _(bins_slider, charts, choices, mo, mode, picked, stats, views):
+def _(bins_slider, charts, choices, mo, mode, page, picked, stats, views):
+    mo.stop(page is not choices.Page.INSPECT)
     mo.stop(mode is not choices.Mode.ACTIVATIONS or not picked.ok or picked.value is None)
     _match = picked.value.match
     if _match is None or _match.layer is None:
@@ -507,8 +539,8 @@ def _(bins_slider, charts, choices, mo, mode, picked, stats, views):
 
 
 @app.cell
-def _(loaded, mo, model, overview_csv, overview_rows, session, views):
-    mo.stop(model is None)
+def _(choices, loaded, mo, model, overview_csv, overview_rows, page, session, views):
+    mo.stop(model is None or page is not choices.Page.INSPECT)
     _rows = session.attempt(overview_rows, model)
     if not _rows.ok:
         _body = mo.callout(_rows.error, kind="danger")
@@ -534,6 +566,175 @@ def _(loaded, mo, model, overview_csv, overview_rows, session, views):
             ]
         )
     mo.vstack([mo.md("## Overview of all layers"), _body])
+    return
+
+
+@app.cell
+def _(catalog, comparison, mo):
+    _float_label, _quant_label = comparison.default_pair(catalog)
+    float_picker = mo.ui.dropdown(options=catalog.labels, value=_float_label, label="Float model")
+    quant_picker = mo.ui.dropdown(options=catalog.labels, value=_quant_label, label="Quantized model")
+    compare_source = mo.ui.radio(
+        options=list(comparison.INPUTS), value=comparison.INPUT_NONE, label="Compare on"
+    )
+    compare_start = mo.ui.number(
+        start=0, stop=comparison.CIFAR10_TEST_SIZE - 1, step=1, value=0, label="First CIFAR-10 test index"
+    )
+    compare_count = mo.ui.number(
+        start=1, stop=comparison.MAX_IMAGES, step=1, value=comparison.DEFAULT_IMAGES, label="Images"
+    )
+    compare_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
+    compare_button = mo.ui.run_button(label="Compare models", kind="success")
+    return (
+        compare_button,
+        compare_count,
+        compare_seed,
+        compare_source,
+        compare_start,
+        float_picker,
+        quant_picker,
+    )
+
+
+@app.cell
+def _(
+    choices,
+    compare_button,
+    compare_count,
+    compare_seed,
+    compare_source,
+    compare_start,
+    comparison,
+    config,
+    float_picker,
+    mo,
+    page,
+    quant_picker,
+    session,
+):
+    mo.stop(page is not choices.Page.COMPARE)
+    _controls = {
+        comparison.INPUT_NONE: [],
+        comparison.INPUT_CIFAR10: [compare_start, compare_count],
+        comparison.INPUT_RANDOM: [compare_seed],
+    }
+    _notes = []
+    if compare_source.value == comparison.INPUT_CIFAR10:
+        _problem = session.cifar10_problem(config.data_dir)
+        if _problem is not None:
+            _notes.append(
+                mo.callout(f"{_problem} Weights only and random input work without it.", kind="danger")
+            )
+    mo.vstack(
+        [
+            mo.md("## Compare a float model with its quantized version"),
+            mo.hstack([float_picker, quant_picker], justify="start", gap=1),
+            compare_source,
+            mo.hstack([*_controls[compare_source.value], compare_button], justify="start", align="end"),
+            *_notes,
+        ]
+    )
+    return
+
+
+@app.cell
+def _(
+    catalog,
+    compare_button,
+    compare_count,
+    compare_seed,
+    compare_source,
+    compare_start,
+    comparison,
+    config,
+    float_picker,
+    mo,
+    quant_picker,
+    session,
+):
+    mo.stop(not compare_button.value)
+    compare_outcome = session.attempt(
+        comparison.run_comparison,
+        catalog,
+        float_picker.value,
+        quant_picker.value,
+        source=compare_source.value,
+        start=compare_start.value,
+        count=compare_count.value,
+        seed=compare_seed.value,
+        data_dir=config.data_dir,
+        trust=config.trust,
+    )
+    return (compare_outcome,)
+
+
+@app.cell
+def _(choices, compare_outcome, comparison, mo, page):
+    mo.stop(page is not choices.Page.COMPARE)
+    if not compare_outcome.ok:
+        _output = mo.callout(f"Comparison failed: {compare_outcome.error}", kind="danger")
+    else:
+        _report = compare_outcome.value
+        _unmatched = comparison.unmatched_rows(_report)
+        _ranked = comparison.ranked_rows(_report)
+        _output = mo.vstack(
+            [
+                mo.md(comparison.summary_text(_report)),
+                *[mo.callout(_warning, kind="warn") for _warning in comparison.model_warnings(_report)],
+                mo.ui.plotly(comparison.sqnr_figure(_report)),
+                mo.md("### Matched layers, worst first"),
+                mo.ui.table(
+                    _ranked,
+                    selection=None,
+                    page_size=25,
+                    format_mapping=comparison.table_formats(_ranked),
+                    show_column_summaries=False,
+                    show_data_types=False,
+                ),
+                mo.md("### Unmatched layers"),
+                mo.ui.table(_unmatched, selection=None, show_column_summaries=False, show_data_types=False)
+                if _unmatched
+                else mo.md("*Every layer of both models is matched.*"),
+                *[mo.md(f"*Note: {_note}*") for _note in _report.notes],
+            ]
+        )
+    _output
+    return
+
+
+@app.cell
+def _(compare_outcome, comparison, mo):
+    compare_layer_picker = None
+    if compare_outcome.ok:
+        compare_layer_picker = mo.ui.dropdown(
+            options=comparison.layer_options(compare_outcome.value),
+            value=comparison.default_layer_label(compare_outcome.value),
+            label="Matched layer (graph order)",
+        )
+    return (compare_layer_picker,)
+
+
+@app.cell
+def _(choices, compare_layer_picker, compare_outcome, comparison, mo, page, session):
+    mo.stop(page is not choices.Page.COMPARE or compare_layer_picker is None)
+    _items = [mo.md("### Weights of one matched layer"), compare_layer_picker]
+    if compare_layer_picker.value is None:
+        _items.append(mo.md("*Choose a matched layer to see its float and dequantized weights.*"))
+    else:
+        _result = session.attempt(comparison.layer_result, compare_outcome.value, compare_layer_picker.value)
+        _figures = session.attempt(comparison.layer_figures, _result.value) if _result.ok else _result
+        if _result.ok:
+            _items.append(mo.md(comparison.layer_facts(_result.value)))
+        if _figures.ok:
+            _items.append(
+                mo.hstack(
+                    [mo.ui.plotly(_figures.value.overlay), mo.ui.plotly(_figures.value.scatter)],
+                    widths="equal",
+                )
+            )
+        else:
+            _items.append(mo.callout(_figures.error, kind="warn"))
+    mo.vstack(_items)
     return
 
 

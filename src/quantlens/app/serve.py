@@ -16,7 +16,7 @@ def preload() -> None:
     import plotly.graph_objects  # noqa: F401
     import plotly.io  # noqa: F401
 
-    from quantlens.app import charts, choices, overview, session, views  # noqa: F401
+    from quantlens.app import charts, choices, comparison, overview, session, views  # noqa: F401
     from quantlens.readers import readers
 
     readers()

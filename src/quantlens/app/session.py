@@ -20,8 +20,15 @@ import numpy as np
 
 from quantlens.app.catalog import ModelCatalog, ModelChoice
 from quantlens.capture.records import CaptureResult
-from quantlens.datasets.cifar10 import CLASS_NAMES, resolve_data_dir
-from quantlens.errors import CaptureError, DatasetError, DatasetNotFoundError, InputError, QuantlensError
+from quantlens.datasets.cifar10 import CLASS_NAMES, load_split, resolve_data_dir
+from quantlens.errors import (
+    CaptureError,
+    DatasetError,
+    DatasetNotFoundError,
+    InputError,
+    QuantlensError,
+    UntrustedPickleError,
+)
 from quantlens.inputs import InputBatch, cifar10_samples, load_image_bytes, random_input
 from quantlens.readers import open_model
 from quantlens.records import Model
@@ -37,8 +44,9 @@ SOURCE_UPLOAD = "uploaded image"
 SOURCES = (SOURCE_CIFAR10, SOURCE_RANDOM, SOURCE_UPLOAD)
 PREVIEW_SIZE = 128  # pixels per side of the input preview
 
-# One capture at a time per process: PyTorch capture registers hooks on the shared module.
-_CAPTURE_LOCK = threading.Lock()
+# One capture at a time per process: PyTorch capture registers hooks on the shared module, and
+# the Compare view captures through the same cached sessions.
+CAPTURE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -72,12 +80,12 @@ def attempt(action: Callable[..., T], /, *args: object, **kwargs: object) -> Out
 
 def load_model(path: Path, trust: bool = False) -> Model:
     """Read a model file once per (path, trust, modification time); later calls share the record."""
-    return _load_model(path, trust, _modified_ns(path))
+    return _load_model(path, trust, modified_ns(path))
 
 
 def load_session(path: Path, trust: bool = False) -> Session:
     """Load an inference session once per (path, trust, modification time)."""
-    return _load_session(path, trust, _modified_ns(path))
+    return _load_session(path, trust, modified_ns(path))
 
 
 @functools.lru_cache(maxsize=8)
@@ -90,8 +98,11 @@ def _load_session(path: Path, trust: bool, modified_ns: int) -> Session:
     return open_session(path, trust=trust)
 
 
-def _modified_ns(path: Path) -> int:
-    # A missing file gets -1 here; open_model and open_session then raise ModelNotFoundError.
+def modified_ns(path: Path) -> int:
+    """Return the file's modification time in ns, a cache key; -1 when it cannot be read.
+
+    open_model and open_session then raise ModelNotFoundError for a missing file.
+    """
     try:
         return path.stat().st_mtime_ns
     except OSError:
@@ -152,7 +163,7 @@ def capture_activations(path: Path, trust: bool, request: InputRequest, data_dir
     CaptureError when the capture returns no activations, because an empty capture means the
     backend saw none of the model's layers.
     """
-    return _capture(path, trust, request, data_dir, _modified_ns(path))
+    return _capture(path, trust, request, data_dir, modified_ns(path))
 
 
 @functools.lru_cache(maxsize=4)
@@ -161,7 +172,7 @@ def _capture(path: Path, trust: bool, request: InputRequest, data_dir: Path | No
 
     session = load_session(path, trust)
     batch = build_batch(request, image_size=session.adapter.image_size, data_dir=data_dir)
-    with _CAPTURE_LOCK:
+    with CAPTURE_LOCK:
         result = capture(session, batch)
     if len(result) == 0:
         raise CaptureError(
@@ -180,9 +191,24 @@ class LoadedModel:
 
 
 def load_choice(catalog: ModelCatalog, label: str, *, trust: bool) -> LoadedModel:
-    """Read the model listed under ``label``; labels outside the catalog raise ModelNotFoundError."""
+    """Read the model listed under ``label``; labels outside the catalog raise ModelNotFoundError.
+
+    A file that needs full unpickling raises UntrustedPickleError, whose message gives the
+    command that restarts the app with ``--trust``.
+    """
     choice = catalog.choice(label)
-    return LoadedModel(choice=choice, model=load_model(choice.path, trust))
+    return LoadedModel(choice=choice, model=load_model_in_app(choice.path, trust))
+
+
+def load_model_in_app(path: Path, trust: bool) -> Model:
+    """Read a model like :func:`load_model`, with the app's ``--trust`` hint on pickled files."""
+    try:
+        return load_model(path, trust)
+    except UntrustedPickleError as error:
+        raise UntrustedPickleError(
+            f"{str(error).rstrip('.')}. In the app: if you trust this file, restart it with `quantlens app --trust "
+            f"{path}`; otherwise choose another model."
+        ) from error
 
 
 def run_capture(
@@ -208,9 +234,21 @@ def run_capture(
 
 
 def cifar10_problem(data_dir: Path | None) -> str | None:
-    """Return why no CIFAR-10 folder is found at ``data_dir`` (or the default folders), else None."""
+    """Return why the CIFAR-10 test split cannot be read from ``data_dir`` (or the default folders).
+
+    None when it can. The split is read once per folder and modification time of the folder.
+    """
     try:
-        resolve_data_dir(data_dir)
+        folder = resolve_data_dir(data_dir)
+    except QuantlensError as error:
+        return str(error)
+    return _split_problem(folder.resolve(), modified_ns(folder))
+
+
+@functools.lru_cache(maxsize=4)
+def _split_problem(folder: Path, modified_ns: int) -> str | None:
+    try:
+        load_split(folder, "test")
     except QuantlensError as error:
         return str(error)
     return None

@@ -218,13 +218,24 @@ def range_error(value: Mapping[str, object] | None) -> str | None:
     if value is None:
         return None
     low, high = value.get("low"), value.get("high")
-    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
-        return "Enter both a minimum and a maximum."
-    if math.isnan(low) or math.isnan(high):
+    if not _is_number(low) or not _is_number(high):
+        return (
+            f"Enter both a minimum and a maximum as numbers (min is {_describe(low)}, max is "
+            f"{_describe(high)}), then apply the range again."
+        )
+    if math.isnan(low) or math.isnan(high):  # type: ignore[arg-type]
         return "The minimum and maximum must be numbers, not NaN."
     if low > high:
-        return f"The minimum {low} is greater than the maximum {high}; swap them."
+        return f"The minimum {low} is greater than the maximum {high}; swap them and apply the range again."
     return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(value: object) -> str:
+    return "empty" if value is None or value == "" else repr(value)
 
 
 def submitted_range(value: Mapping[str, object] | None) -> tuple[float, float] | None:
