@@ -8,13 +8,16 @@ are None instead of raising or returning NaN, so callers never print "nan" for "
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from quantlens.errors import InputError
 
-CHUNK = 1 << 20  # elements per pass; large enough for numpy, small enough to stay in cache
+# Elements per step of the chunked loops. A float32 chunk and its float64 copy (768 KB together)
+# fit in a typical L2 cache, and numpy's per-call overhead is negligible at this size.
+CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,34 @@ def summarize(values: np.ndarray) -> Summary:
     Works on any numeric array, in chunks, accumulating in float64. Example: ``[1, 2, 3, nan]``
     gives count 4, nan_count 1, min 1, max 3, mean 2 and std sqrt(2/3) = 0.8165.
     """
-    flat = np.asarray(values).reshape(-1)
     accumulator = StreamingSummary()
-    for start in range(0, flat.size, CHUNK):
-        accumulator.update(flat[start : start + CHUNK])
+    accumulator.update(values)
     return accumulator.result()
+
+
+def flat_view(values: np.ndarray) -> np.ndarray:
+    """Return the elements as a 1-d array in memory order, without a copy when they are dense.
+
+    Statistics do not depend on element order, so a transposed or channels-last array (such as a
+    permuted activation) is read where it lies instead of being copied into C order.
+    """
+    return np.ravel(np.asarray(values), order="K")
+
+
+def _chunks(flat: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, flat.size, CHUNK):
+        yield flat[start : start + CHUNK]
+
+
+def finite_chunks(values: np.ndarray) -> Iterator[np.ndarray]:
+    """Yield the finite elements of ``values`` in chunks of at most ``CHUNK``, in order.
+
+    Chunks without NaN or infinity are views; only a chunk that has some is copied, masked.
+    """
+    for chunk in _chunks(flat_view(values)):
+        if chunk.dtype.kind == "f" and not (math.isfinite(float(chunk.min())) and math.isfinite(float(chunk.max()))):
+            chunk = chunk[np.isfinite(chunk)]
+        yield chunk
 
 
 class StreamingSummary:
@@ -125,7 +151,8 @@ class StreamingSummary:
 
     Means and variances merge with Chan et al.'s parallel update ("Updating formulae and a
     pairwise algorithm for computing sample variances", 1979), which stays accurate when the
-    mean is large compared with the spread.
+    mean is large compared with the spread. Each batch is read in chunks of ``CHUNK`` elements
+    through one float64 scratch buffer, so an update allocates at most ``8 * CHUNK`` bytes.
     """
 
     def __init__(self) -> None:
@@ -141,35 +168,49 @@ class StreamingSummary:
 
     def update(self, values: np.ndarray) -> None:
         """Add the elements of ``values`` (any shape) to the running statistics."""
-        flat = np.asarray(values).reshape(-1)
+        flat = flat_view(values)
         self.count += flat.size
-        if flat.size == 0:
-            return
-        self.zero_count += int(np.count_nonzero(flat == 0))
-        if flat.dtype.kind == "f":
-            finite_mask = np.isfinite(flat)
-            finite_count = int(np.count_nonzero(finite_mask))
-            if finite_count != flat.size:
-                nan_count = int(np.count_nonzero(np.isnan(flat)))
-                self.nan_count += nan_count
-                self.inf_count += flat.size - finite_count - nan_count
-                flat = flat[finite_mask]
-        if flat.size == 0:
-            return
-        self._merge(flat)
+        scratch = np.empty(min(flat.size, CHUNK), dtype=np.float64)
+        for chunk in _chunks(flat):
+            self._update_chunk(chunk, scratch)
 
-    def _merge(self, finite: np.ndarray) -> None:
-        n = finite.size
-        batch_mean = float(np.sum(finite, dtype=np.float64)) / n
-        centered = finite.astype(np.float64, copy=False) - batch_mean
-        batch_m2 = float(np.dot(centered, centered))
-        total = self.finite_count + n
+    def _update_chunk(self, chunk: np.ndarray, scratch: np.ndarray) -> None:
+        self.zero_count += int(np.count_nonzero(chunk == 0))
+        widened = scratch[: chunk.size]
+        np.copyto(widened, chunk, casting="unsafe")
+        total = float(widened.sum())
+        # A finite sum proves that no element is NaN or infinite, so the masks are skipped.
+        if math.isfinite(total) or chunk.dtype.kind != "f":
+            low, high = float(chunk.min()), float(chunk.max())
+        else:
+            finite_mask = np.isfinite(chunk)
+            finite_count = int(np.count_nonzero(finite_mask))
+            nan_count = int(np.count_nonzero(np.isnan(chunk)))
+            self.nan_count += nan_count
+            self.inf_count += chunk.size - finite_count - nan_count
+            if finite_count == 0:
+                return
+            widened = widened[finite_mask]
+            total = float(widened.sum())
+            low, high = float(widened.min()), float(widened.max())
+        self._merge(widened, total, low, high)
+
+    def _merge(self, widened: np.ndarray, total: float, low: float, high: float) -> None:
+        """Merge a chunk's finite values (float64, overwritten here) with their sum, min and max."""
+        n = widened.size
+        batch_mean = total / n
+        widened -= batch_mean
+        # Square and sum with numpy's pairwise summation; np.dot would call BLAS, whose thread
+        # start-up costs more than the arithmetic on one chunk.
+        np.square(widened, out=widened)
+        batch_m2 = float(widened.sum())
+        count = self.finite_count + n
         delta = batch_mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += batch_m2 + delta * delta * self.finite_count * n / total
-        self.finite_count = total
-        self.min = min(self.min, float(finite.min()))
-        self.max = max(self.max, float(finite.max()))
+        self.mean += delta * n / count
+        self.m2 += batch_m2 + delta * delta * self.finite_count * n / count
+        self.finite_count = count
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
 
     def result(self) -> Summary:
         """Return the statistics of everything added so far."""
@@ -193,26 +234,123 @@ def histogram(
     """Bin the finite values into ``bins`` equal-width bins over ``value_range`` (default min-max).
 
     A constant array is binned over [v - 0.5, v + 0.5] so that its one value falls in the middle
-    bin; an array with no finite value gives all-zero counts over [0, 1]. Values outside an
-    explicit ``value_range`` are counted in ``excluded``.
+    bin. An array with no finite value gives all-zero counts over [0, 1]. Values outside an
+    explicit ``value_range`` are counted in ``excluded``. Bin i contains ``edges[i] <= v <
+    edges[i + 1]`` and the last bin also contains ``high``, as in ``np.histogram``. The edges are
+    float64 (see :class:`BinCounter`).
     """
     _check_bins(bins)
-    flat = np.asarray(values).reshape(-1)
-    finite = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
-    low, high = value_range if value_range is not None else _data_range(finite)
+    flat = flat_view(values)
+    if value_range is None:
+        low, high, all_inside = _finite_range(flat)
+    else:
+        low, high, all_inside = float(value_range[0]), float(value_range[1]), False
     if low > high:
         raise InputError(f"histogram range is inverted: low {low} > high {high}")
     if low == high:
         low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    if not math.isfinite(high - low):
+        raise InputError(f"histogram range [{low}, {high}] is not finite in float64; pass a finite value_range")
+    width = (high - low) / bins
+    if width == 0 or not math.isfinite(1.0 / width):
+        # A range of a few subnormal numbers: the reciprocal overflows, so let numpy bin it.
+        finite = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+        counts, _ = np.histogram(finite, bins=bins, range=(low, high))
+    else:
+        counts = np.zeros(bins, dtype=np.int64)
+        counter = BinCounter(np.linspace(low, high, bins + 1), size=max(min(flat.size, CHUNK), 1))
+        for chunk in _chunks(flat):
+            counts += counter.count(chunk if all_inside else _inside(chunk, low, high))
     binned = int(counts.sum())
+    edges = np.linspace(low, high, bins + 1)
     return Histogram(edges=edges, counts=counts.astype(np.int64), total=binned, excluded=flat.size - binned)
 
 
-def _data_range(finite: np.ndarray) -> tuple[float, float]:
-    if finite.size == 0:
-        return 0.0, 1.0
-    return float(finite.min()), float(finite.max())
+class BinCounter:
+    """Counts per equal-width bin, with the bin found from arithmetic and checked at the edges.
+
+    ``edges`` are ascending and equally spaced; values passed to ``count`` must be finite and in
+    [edges[0], edges[-1]]. A value's position ``(v - edges[0]) * bins / (edges[-1] - edges[0])``
+    is computed in float64 and its integer part is the bin. Rounding can put a value that lies on
+    an inner edge on the wrong side of it, and gridded data (integers, dequantized codes) often
+    lies on edges. Values whose position is within a few float64 rounding errors of an inner
+    edge are therefore placed with ``np.searchsorted`` on ``edges``. The result then follows the
+    edges exactly: bin i contains ``edges[i] <= v < edges[i + 1]``, and the last bin also
+    contains ``edges[-1]``, as in ``np.histogram``.
+    """
+
+    def __init__(self, edges: np.ndarray, *, size: int = CHUNK) -> None:
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.bins = self.edges.size - 1
+        low, high = float(self.edges[0]), float(self.edges[-1])
+        width = (high - low) / self.bins
+        self.low = np.float64(low)
+        self.scale = np.float64(1.0 / width)
+        # Error bound of the position in bins: a few float64 rounding steps (2**-52) of the
+        # largest magnitude involved, expressed in bin widths.
+        self.tolerance = 64 * 2.0**-52 * (self.bins + (abs(low) + abs(high)) / width)
+        self.size = size
+        self._position = np.empty(size, dtype=np.float64)
+        self._nearest = np.empty(size, dtype=np.float64)
+        self._index = np.empty(size, dtype=np.intp)
+
+    def count(self, values: np.ndarray) -> np.ndarray:
+        """Return the int64 counts per bin of the 1-d ``values``, read ``size`` elements at a time."""
+        counts = np.zeros(self.bins, dtype=np.int64)
+        for start in range(0, values.size, self.size):
+            counts += self._count_chunk(values[start : start + self.size])
+        return counts
+
+    def _count_chunk(self, values: np.ndarray) -> np.ndarray:
+        position = self._position[: values.size]
+        nearest = self._nearest[: values.size]
+        index = self._index[: values.size]
+        # np.float64 operands make numpy compute in float64 even for float32 values.
+        np.subtract(values, self.low, out=position)
+        np.multiply(position, self.scale, out=position)
+        np.copyto(index, position, casting="unsafe")
+        # Distance to the nearest inner edge (1 .. bins-1); the outer edges need no check.
+        np.rint(position, out=nearest)
+        np.clip(nearest, 1, max(self.bins - 1, 1), out=nearest)
+        np.subtract(position, nearest, out=nearest)
+        np.abs(nearest, out=nearest)
+        near = np.flatnonzero(nearest < self.tolerance) if self.bins > 1 else ()
+        if len(near):
+            exact = np.searchsorted(self.edges, values[near].astype(np.float64), side="right") - 1
+            index[near] = exact
+        np.minimum(index, self.bins - 1, out=index)
+        return np.bincount(index, minlength=self.bins)
+
+
+def _finite_range(flat: np.ndarray) -> tuple[float, float, bool]:
+    """Return min and max of the finite values, and whether every value is finite.
+
+    NaN and infinities show up in a chunk's min or max, so only such chunks are masked. With no
+    finite value the range is [0, 1].
+    """
+    low, high, all_finite = math.inf, -math.inf, True
+    for chunk in _chunks(flat):
+        chunk_low, chunk_high = float(chunk.min()), float(chunk.max())
+        if not (math.isfinite(chunk_low) and math.isfinite(chunk_high)):
+            all_finite = False
+            chunk = chunk[np.isfinite(chunk)]
+            if chunk.size == 0:
+                continue
+            chunk_low, chunk_high = float(chunk.min()), float(chunk.max())
+        low, high = min(low, chunk_low), max(high, chunk_high)
+    if low > high:
+        return 0.0, 1.0, all_finite
+    return low, high, all_finite
+
+
+def _inside(chunk: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Return the elements in [low, high]; NaN is never inside. Copies only when some are outside."""
+    if chunk.size == 0:
+        return chunk
+    if float(chunk.min()) >= low and float(chunk.max()) <= high:
+        return chunk
+    keep = (chunk >= np.float64(low)) & (chunk <= np.float64(high))
+    return chunk[keep]
 
 
 def _check_bins(bins: int) -> None:

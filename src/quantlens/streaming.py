@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from quantlens.errors import InputError
-from quantlens.stats import Histogram
+from quantlens.stats import CHUNK, BinCounter, Histogram, finite_chunks, flat_view
 
 DEFAULT_BINS = 64
 
@@ -53,23 +53,28 @@ class StreamingHistogram:
         return int(self.counts.sum()) + self._constant_count
 
     def update(self, values: np.ndarray) -> None:
-        """Add the finite elements of ``values`` (any shape, any real dtype)."""
-        flat = np.asarray(values).reshape(-1)
-        if flat.dtype.kind == "f":
-            finite = flat[np.isfinite(flat)]
-            self.excluded += flat.size - finite.size
-        else:
-            finite = flat
-        if finite.size == 0:
+        """Add the finite elements of ``values`` (any shape, any real dtype).
+
+        The values are read twice, chunk by chunk: once for their range and once to count them,
+        so an update allocates only chunk-sized scratch arrays, whatever the size of ``values``.
+        """
+        flat = flat_view(values)
+        count, low, high = 0, math.inf, -math.inf
+        for chunk in finite_chunks(flat):
+            if chunk.size:
+                count += chunk.size
+                low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+        self.excluded += flat.size - count
+        if count == 0:
             return
-        finite = finite.astype(np.float64, copy=False)
-        low, high = float(finite.min()), float(finite.max())
         if self.low is None and not self._start_range(low, high):
             self._constant = low
-            self._constant_count += finite.size
+            self._constant_count += count
             return
         self._grow_to(low, high)
-        self._add(finite)
+        counter = BinCounter(self._edges(), size=min(flat.size, CHUNK))
+        for chunk in finite_chunks(flat):
+            self.counts += counter.count(chunk)
 
     def _start_range(self, low: float, high: float) -> bool:
         """Set the range from the first spread of values; return False while all values are equal."""
@@ -80,7 +85,8 @@ class StreamingHistogram:
         self.low = low
         self.width = (high - low) / self.bins
         if self._constant_count:
-            self._add(np.full(1, self._constant), weight=self._constant_count)
+            # The range is closed at the top, like numpy.histogram, so the maximum lands in the last bin.
+            self.counts += BinCounter(self._edges(), size=1).count(np.full(1, self._constant)) * self._constant_count
             self._constant_count = 0
         return True
 
@@ -106,12 +112,9 @@ class StreamingHistogram:
         if not math.isfinite(self.width) or not math.isfinite(self.low):
             raise InputError("streaming histogram range overflowed float64; the values are too large")
 
-    def _add(self, finite: np.ndarray, *, weight: int = 1) -> None:
+    def _edges(self) -> np.ndarray:
         assert self.low is not None
-        index = np.floor((finite - self.low) / self.width).astype(np.int64)
-        # The range is closed at the top, like numpy.histogram, so the maximum lands in the last bin.
-        np.clip(index, 0, self.bins - 1, out=index)
-        self.counts += np.bincount(index, minlength=self.bins) * weight
+        return self.low + self.width * np.arange(self.bins + 1, dtype=np.float64)
 
     def result(self) -> Histogram:
         """Return the counts so far as a Histogram.
@@ -121,7 +124,7 @@ class StreamingHistogram:
         bins a constant array. With no finite value at all it spans [0, 1] with zero counts.
         """
         if self.low is not None:
-            edges = self.low + self.width * np.arange(self.bins + 1, dtype=np.float64)
+            edges = self._edges()
             return Histogram(edges=edges, counts=self.counts.copy(), total=self.total, excluded=self.excluded)
         counts = np.zeros(self.bins, dtype=np.int64)
         if self._constant is None:

@@ -7,11 +7,10 @@ inputs: each batch is captured, folded into running statistics and dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from quantlens.capture.api import capture_backend, fixed_batch_size, run_batched, selection_for
 from quantlens.capture.records import Activation
@@ -23,6 +22,11 @@ from quantlens.stats import Histogram, Saturation, StreamingSummary, Summary
 from quantlens.streaming import DEFAULT_BINS, StreamingCodeHistogram, StreamingHistogram
 
 logger = logging.getLogger(__name__)
+
+# Bytes of activations that capture_statistics captures per model run (see _RunSizing): small
+# next to the memory of a process that runs a model, and large enough that the per-run overhead
+# of capture stays a small share of the time.
+MAX_CAPTURE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -75,7 +79,8 @@ class _Accumulator:
 
     def __init__(self, activation: Activation, bins: int) -> None:
         tensor = activation.tensor
-        self.activation = activation
+        # Only the description is kept, because the activation contains a whole batch of values.
+        self.name, self.layer, self.op_type, self.dtype = activation.name, activation.layer, activation.op_type, tensor.dtype
         self.shape = tuple(tensor.shape[1:])
         self.summary = StreamingSummary()
         self.histogram = StreamingHistogram(bins)
@@ -98,14 +103,13 @@ class _Accumulator:
         self.codes.update(tensor.codes)
 
     def result(self) -> ActivationStatistics:
-        head = self.activation
         code_histogram = self.codes.result() if self.codes is not None else None
         return ActivationStatistics(
-            name=head.name,
-            layer=head.layer,
-            op_type=head.op_type,
+            name=self.name,
+            layer=self.layer,
+            op_type=self.op_type,
             shape=self.shape,
-            dtype=head.tensor.dtype,
+            dtype=self.dtype,
             quantization=self.quantization,
             summary=self.summary.result(),
             histogram=self.histogram.result(),
@@ -134,11 +138,17 @@ def split_batch(batch: InputBatch, size: int) -> Iterator[InputBatch]:
     """Yield ``batch`` in consecutive slices of at most ``size`` inputs (random input: whole)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise InputError(f"batch size must be a positive integer, got {size!r}")
+    return _runs(batch, lambda: size)
+
+
+def _runs(batch: InputBatch, size: Callable[[], int]) -> Iterator[InputBatch]:
+    """Yield ``batch`` in consecutive slices, asking ``size()`` for each slice's length (random input: whole)."""
     if batch.images is None:
         yield batch
         return
-    for start in range(0, len(batch), size):
-        stop = start + size
+    start = 0
+    while start < len(batch):
+        stop = start + size()
         yield InputBatch(
             images=batch.images[start:stop],
             labels=batch.labels[start:stop],
@@ -146,6 +156,39 @@ def split_batch(batch: InputBatch, size: int) -> Iterator[InputBatch]:
             notices=batch.notices if start == 0 else (),
             class_names=batch.class_names,
         )
+        start = stop
+
+
+class _RunSizing:
+    """Inputs per model run, chosen after the first run so that a run captures about ``budget`` bytes.
+
+    The first run takes the smallest batch the model accepts (its fixed batch size, else 1).
+    Later runs take as many inputs as fit the budget at the first run's bytes per input, at
+    least one, and a multiple of a fixed batch size.
+    """
+
+    def __init__(self, fixed: int | None, budget: int) -> None:
+        self.fixed = fixed
+        self.budget = budget
+        self.per_run: int | None = None
+
+    def samples(self) -> int:
+        return self.per_run if self.per_run is not None else (self.fixed or 1)
+
+    def observe(self, activations: Sequence[Activation], count: int) -> None:
+        if self.per_run is not None or count == 0:
+            return
+        captured = sum(_captured_bytes(activation) for activation in activations)
+        per_run = max(1, int(self.budget // max(captured / count, 1.0)))
+        if self.fixed:
+            per_run = max(self.fixed, per_run // self.fixed * self.fixed)
+        self.per_run = per_run
+
+
+def _captured_bytes(activation: Activation) -> int:
+    tensor = activation.tensor
+    codes = tensor.codes
+    return tensor.values.nbytes + (codes.nbytes if codes is not None else 0)
 
 
 def capture_statistics(
@@ -157,31 +200,46 @@ def capture_statistics(
     progress: bool = True,
     total: int | None = None,
     device: str | None = None,
+    max_capture_bytes: int = MAX_CAPTURE_BYTES,
 ) -> StatisticsResult:
     """Capture every batch and merge per-activation statistics; memory is O(activations x bins).
 
     ``bins`` is the number of float histogram bins (even, default 64); ``total`` the number of
     batches, for the progress bar only. Labelled inputs (CIFAR-10) also count top-1 hits of the
     first model output.
+
+    Each batch is run in slices whose captured activations take about ``max_capture_bytes``
+    (default 16 MiB), as ``_RunSizing`` chooses them. Peak memory then stays near that of the
+    model's own inference, whatever the batch size. Summaries, code histograms and top-1 hits do not depend
+    on the slicing. The float histograms' range starts from the first run's values and doubles
+    as later values need, so their bins can differ from those of one run over every input.
     """
+    # Imported here because importing tqdm reads package metadata, which slows `import quantlens`.
+    from tqdm import tqdm
+
+    if isinstance(max_capture_bytes, bool) or not isinstance(max_capture_bytes, int) or max_capture_bytes < 1:
+        raise InputError(f"max_capture_bytes must be a positive integer, got {max_capture_bytes!r}")
     selection = selection_for(session, layers=layers, device=device)
     backend = capture_backend(session, device=device)
     batch_size = fixed_batch_size(session)
+    sizing = _RunSizing(batch_size, max_capture_bytes)
     accumulators: dict[str, _Accumulator] = {}
     notices: dict[str, None] = {}
     samples = labelled = correct = 0
     for batch in tqdm(batches, total=total, desc=f"capture {session.path.name}", unit="batch", disable=not progress):
-        inputs = session.adapter.prepare(batch)
-        run = run_batched(backend, inputs, selection=selection, batch_size=batch_size, reference_outputs=False)
-        for activation in run.activations:
-            if activation.name not in accumulators:
-                accumulators[activation.name] = _Accumulator(activation, bins)
-            accumulators[activation.name].update(activation, notices)
-        notices.update(dict.fromkeys(run.notices))
-        samples += len(batch)
-        hits, count = _top1_hits(run.outputs, batch)
-        correct += hits
-        labelled += count
+        for part in _runs(batch, sizing.samples):
+            inputs = session.adapter.prepare(part)
+            run = run_batched(backend, inputs, selection=selection, batch_size=batch_size, reference_outputs=False)
+            for activation in run.activations:
+                if activation.name not in accumulators:
+                    accumulators[activation.name] = _Accumulator(activation, bins)
+                accumulators[activation.name].update(activation, notices)
+            sizing.observe(run.activations, len(part))
+            notices.update(dict.fromkeys(run.notices))
+            samples += len(part)
+            hits, count = _top1_hits(run.outputs, part)
+            correct += hits
+            labelled += count
     if samples == 0:
         raise InputError("no input batches were given; pass at least one input")
     return StatisticsResult(

@@ -11,6 +11,7 @@ calls inside ``forward`` (``torch.add``, ``F.relu``) produce no activation of th
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,7 @@ class EagerCapture:
 
         records: list[Activation] = []
         calls: dict[str, int] = {}
+        copies = _Copies()
         handles = []
         self.module.eval()
         moved = self.device != self.session.device
@@ -56,7 +58,7 @@ class EagerCapture:
             if moved:
                 self.module.to(self.device)
             for name, submodule in self._hooked_modules(selection):
-                hook = _make_hook(name, type(submodule).__name__, records, calls)
+                hook = _make_hook(name, type(submodule).__name__, records, calls, copies)
                 handles.append(submodule.register_forward_hook(hook))
             tensor = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
             with torch.no_grad():
@@ -79,14 +81,39 @@ class EagerCapture:
                 yield name, submodule
 
 
-def _make_hook(name: str, op_type: str, records: list[Activation], calls: dict[str, int]) -> Any:
+class _Copies:
+    """CPU copies of module outputs in one forward pass, one per tensor object and version.
+
+    A container module (``nn.Sequential``, a residual block) often returns its last child's
+    output object unchanged, so its hook gets a tensor that was copied moments before. The copy
+    is reused when the object is the same and its version counter shows no in-place change since.
+    Entries hold weak references, so a freed tensor whose id is reused never matches.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], int, Any]] = {}
+
+    def copy(self, value: Any) -> Any:
+        try:
+            version = value._version
+        except RuntimeError:  # inference-mode tensors have no version counter
+            return value.detach().to("cpu").clone()
+        entry = self._entries.get(id(value))
+        if entry is not None and entry[0]() is value and entry[1] == version:
+            return entry[2]
+        copied = value.detach().to("cpu").clone()
+        self._entries[id(value)] = (weakref.ref(value), version, copied)
+        return copied
+
+
+def _make_hook(name: str, op_type: str, records: list[Activation], calls: dict[str, int], copies: _Copies) -> Any:
     def hook(module: Any, args: Any, output: Any) -> None:
         call = calls.get(name, 0)
         calls[name] = call + 1
         base = name if call == 0 else f"{name}#{call}"
         for index, (suffix, value) in enumerate(flatten_outputs(output, base)):
             # Copy now: a later in-place op (ReLU(inplace=True)) would change the live tensor.
-            copied = value.detach().to("cpu").clone()
+            copied = copies.copy(value)
             records.append(Activation(name, op_type, index, activation_record(suffix, copied)))
 
     return hook

@@ -49,7 +49,7 @@ def readers() -> list[Reader]:
         # an empty registry, says whether the built-in modules were imported.
         from quantlens.readers import (  # noqa: F401  (importing a reader module registers it)
             keras_reader,
-            onnx_reader,
+            onnx_sniff,
             tflite_reader,
             torch_reader,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from quantlens.errors import ModelFormatError, UnsupportedModelError, UntrustedPickleError
 from quantlens.readers.registry import Reader, register
 from quantlens.readers.safetensors_reader import load_safetensors, sniff_safetensors
+from quantlens.readers.torch_archive import NotPlainArchive, StoredTensor, load_plain_archive
 from quantlens.readers.torch_modules import PACKED_PARAMS, layers_from_module, read_torchscript
 from quantlens.readers.torch_tensors import (
     GUESSED_OP_TYPES,
@@ -29,9 +31,10 @@ from quantlens.readers.torch_tensors import (
     build_layers_by_key,
     group_keys_by_layer,
     input_spec_from_metadata,
+    role_for_key,
     tensor_record,
 )
-from quantlens.records import INPUT_METADATA_KEY, InputSpec, Model
+from quantlens.records import INPUT_METADATA_KEY, InputSpec, Model, Tensor
 
 if TYPE_CHECKING:
     import torch
@@ -80,6 +83,13 @@ def load_torch(path: Path, *, trust: bool = False) -> Model:
                 f"{str(path)!r} is a zip archive but neither a torch.save file nor a TorchScript "
                 "archive, because it has no data.pkl and no code/ folder"
             )
+        try:
+            plain = load_plain_archive(path)
+        except NotPlainArchive as reason:
+            logger.debug("%s: reading with torch.load because %s", path, reason)
+        else:
+            if isinstance(plain, Mapping):
+                return _state_dict_model(path, plain)
         loaded = _load_checkpoint(path, trust=trust, mmap=True)
     elif head.startswith(PICKLE_PROTO):
         # mmap needs the zip format that torch.save writes since PyTorch 1.6.
@@ -252,10 +262,23 @@ def _module_model(path: Path, module: torch.nn.Module, *, checkpoint: Mapping[An
     return Model(path=path, format="torch-module", layers=layers, input_spec=input_spec, metadata=metadata)
 
 
-def _has_tensors(value: object) -> bool:
-    import torch
+def _is_tensor(value: object) -> bool:
+    """Return True for a torch.Tensor or a StoredTensor, without importing torch."""
+    if isinstance(value, StoredTensor):
+        return True
+    # A torch.Tensor can only exist once torch is imported, so an unimported torch means False.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
-    return isinstance(value, Mapping) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+def _tensor_record(name: str, value: object) -> Tensor:
+    if isinstance(value, StoredTensor):
+        return Tensor(name=name, role=role_for_key(name), shape=value.shape, dtype=value.dtype, load_values=value.load)
+    return tensor_record(name, value)  # type: ignore[arg-type]
+
+
+def _has_tensors(value: object) -> bool:
+    return isinstance(value, Mapping) and any(_is_tensor(v) for v in value.values())
 
 
 def _find_state_dict(path: Path, checkpoint: Mapping[Any, Any]) -> Mapping[Any, Any]:
@@ -293,14 +316,12 @@ def _packed_entries(path: Path, key: str, layer: str, value: object) -> list[tup
     return entries
 
 
-def _state_dict_entries(path: Path, state: Mapping[Any, Any]) -> list[tuple[str, torch.Tensor]]:
+def _state_dict_entries(path: Path, state: Mapping[Any, Any]) -> list[tuple[str, torch.Tensor | StoredTensor]]:
     """Return (name, tensor) pairs in file order, with packed Linear params split into weight and bias."""
-    import torch
-
-    entries: list[tuple[str, torch.Tensor]] = []
+    entries: list[tuple[str, torch.Tensor | StoredTensor]] = []
     for key, value in state.items():
         packed_layer = _packed_layer_name(key) if isinstance(key, str) else None
-        if isinstance(key, str) and isinstance(value, torch.Tensor):
+        if isinstance(key, str) and _is_tensor(value):
             entries.append((key, value))
         elif packed_layer is not None:
             entries.extend(_packed_entries(path, key, packed_layer, value))
@@ -322,7 +343,7 @@ def _state_dict_model(path: Path, checkpoint: Mapping[Any, Any]) -> Model:
         )
 
     metadata, input_spec = _checkpoint_details(path, checkpoint)
-    tensors = {name: tensor_record(name, tensor) for name, tensor in entries}
+    tensors = {name: _tensor_record(name, tensor) for name, tensor in entries}
     grouped = {
         layer: [tensors[name] for name in names] for layer, names in group_keys_by_layer(tensors).items()
     }
