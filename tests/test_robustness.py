@@ -427,3 +427,8 @@ def test_zip_without_model_is_rejected(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(ModelFormatError, match="archive.pt"):
         open_model(path)
+
+
+def test_debug_after_subcommand_shows_traceback():
+    with pytest.raises(FileNotFoundError, match="nosuch.onnx"):
+        main(["layers", "nosuch.onnx", "--debug"])

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in arguments:
+        # Accept --debug after the subcommand too, where users tend to add it.
+        arguments = ["--debug", *(a for a in arguments if a != "--debug")]
     if "--debug" not in arguments:
         # Before build_parser, which imports torch through the zoo commands.
         _quiet_framework_warnings()
