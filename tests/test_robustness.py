@@ -432,3 +432,11 @@ def test_zip_without_model_is_rejected(tmp_path):
 def test_debug_after_subcommand_shows_traceback():
     with pytest.raises(FileNotFoundError, match="nosuch.onnx"):
         main(["layers", "nosuch.onnx", "--debug"])
+
+
+def test_compare_rejects_missing_output_folder_first(tmp_path, capsys):
+    target = tmp_path / "missing" / "report.html"
+    assert main(["compare", "resnet8.onnx", "resnet8_int8.onnx", "--html", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "folder does not exist" in err
+    assert "report.html" in err

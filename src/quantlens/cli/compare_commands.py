@@ -69,6 +69,10 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InputError(f"--top must be 0 (all) or more, got {args.top}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for path, kind in ((args.csv, "CSV"), (args.json, "JSON"), (args.html, "HTML")):
+        # Fail before the comparison runs, not after minutes of work.
+        if path and not Path(path).expanduser().parent.is_dir():
+            raise InputError(f"cannot write {kind} file {path!r}: its folder does not exist; create it first")
     mapping = load_mapping(args.mapping) if args.mapping else None
     report = compare_models(
         resolve_model(args.float_model),
