@@ -16,7 +16,7 @@ class ModelFormatError(QuantlensError, ValueError):
 
 
 class UnsupportedModelError(QuantlensError, ValueError):
-    """A model file that is valid but holds something quantlens cannot read yet."""
+    """A model file that is valid but contains something quantlens cannot read yet."""
 
 
 class UntrustedPickleError(QuantlensError, PermissionError):
@@ -44,7 +44,7 @@ class DatasetError(QuantlensError, ValueError):
 
 
 class DatasetNotFoundError(QuantlensError, FileNotFoundError):
-    """A dataset folder that does not exist or holds no known layout."""
+    """A dataset folder that does not exist or contains no known layout."""
 
 
 class InputError(QuantlensError, ValueError):

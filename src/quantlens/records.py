@@ -135,7 +135,7 @@ class Tensor:
     """A named tensor with shape, storage dtype and lazily loaded values.
 
     For a float tensor ``values`` is the array itself and ``codes`` is None. For a quantized
-    tensor ``codes`` holds the integer codes as stored and ``values`` the dequantized floats,
+    tensor ``codes`` contains the integer codes as stored and ``values`` the dequantized floats,
     computed the way the tensor's own framework computes them.
     """
 

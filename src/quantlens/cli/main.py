@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_framework_warnings()
     parser = build_parser()
     args = parser.parse_args(arguments)
-    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    level = logging.WARNING
+    if args.debug:
+        level = logging.DEBUG
+    elif args.verbose:
+        level = logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)

@@ -137,7 +137,7 @@ def _read_pickle_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(
-            f"CIFAR-10 batch {str(path)!r} holds data of shape {data.shape} and dtype {data.dtype}; "
+            f"CIFAR-10 batch {str(path)!r} has data of shape {data.shape} and dtype {data.dtype}; "
             "expected uint8 (N, 3072)"
         )
     if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):

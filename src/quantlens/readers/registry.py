@@ -46,7 +46,7 @@ def readers() -> list[Reader]:
     global _builtins_loaded
     if not _builtins_loaded:
         # A reader module imported earlier may already have registered itself, so a flag, not
-        # an empty registry, says whether the built-in modules were imported.
+        # an empty registry, records whether the built-in modules were imported.
         from quantlens.readers import (  # noqa: F401  (importing a reader module registers it)
             keras_reader,
             onnx_sniff,

@@ -90,10 +90,10 @@ def load_torch(path: Path, *, trust: bool = False) -> Model:
         else:
             if isinstance(plain, Mapping):
                 return _state_dict_model(path, plain)
-        loaded = _load_checkpoint(path, trust=trust, mmap=True)
+        loaded = load_checkpoint(path, trust=trust, mmap=True)
     elif head.startswith(PICKLE_PROTO):
         # mmap needs the zip format that torch.save writes since PyTorch 1.6.
-        loaded = _load_checkpoint(path, trust=trust, mmap=False)
+        loaded = load_checkpoint(path, trust=trust, mmap=False)
     else:
         described = f"starts with bytes {head.hex(' ')}" if head else "is empty (0 bytes)"
         raise ModelFormatError(
@@ -139,7 +139,7 @@ def _rejection_reason(error: pickle.UnpicklingError) -> str:
     return detail.splitlines()[0] if detail else message.strip().splitlines()[0]
 
 
-def _load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
+def load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
     """Load with ``weights_only=True``, and fall back to full unpickling only when ``trust`` is set."""
     import torch
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from quantlens.adapter import PROBE_SHAPES, InputAdapter, adapter_from_spec, guess_layout
-from quantlens.errors import CaptureError, InputError, ModelFormatError, UntrustedPickleError
+from quantlens.errors import CaptureError, InputError, ModelFormatError
+from quantlens.readers.torch_reader import load_checkpoint
 from quantlens.records import INPUT_METADATA_KEY, InputSpec
 from quantlens.runtime.session import Session
 
@@ -113,7 +114,7 @@ def load_torch_session(path: Path, *, trust: bool, layout: str | None = None, de
         text = extra[f"{INPUT_METADATA_KEY}.json"]
         spec = InputSpec.from_metadata(json.loads(text), source="metadata") if text else None
         return TorchSession(path, module, format="torchscript", spec=spec, device=device, layout=layout)
-    checkpoint = _load_checkpoint(path, trust=trust)
+    checkpoint = load_checkpoint(path, trust=trust, mmap=False)
     if isinstance(checkpoint, torch.nn.Module):
         return TorchSession(path, checkpoint, format="torch-module", spec=None, device=device, layout=layout)
     if isinstance(checkpoint, dict):
@@ -146,22 +147,3 @@ def _session_from_architecture(
     metadata = checkpoint.get(INPUT_METADATA_KEY)
     spec = InputSpec.from_metadata(metadata, source="metadata") if isinstance(metadata, dict) else None
     return TorchSession(path, module, format="torch-state-dict", spec=spec, device=device, layout=layout)
-
-
-def _load_checkpoint(path: Path, *, trust: bool) -> object:
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            raise UntrustedPickleError(
-                f"{str(path)!r} can only be loaded by full unpickling, which can run arbitrary code. "
-                "If you trust its source, pass trust=True (API) or --trust (CLI)."
-            ) from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise ModelFormatError(f"cannot read PyTorch file {str(path)!r} (truncated or corrupt?): {exc}") from exc
-    logger.warning("fully unpickling %s because trust was given", path)
-    return torch.load(str(path), map_location="cpu", weights_only=False)
