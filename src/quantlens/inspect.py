@@ -122,12 +122,12 @@ def report_tensor(
     quant = chosen.quantization
     if integer and quant is not None and quant.qmax - quant.qmin < 1 << 16:
         histogram = stats.integer_histogram(data, quant.qmin, quant.qmax)
+        summary = stats.summarize(data)
     else:
-        histogram = stats.histogram(data, bins)
+        summary, histogram = stats.summarize_with_histogram(data, bins)
     saturation = None
     if quant is not None and chosen.codes is not None:
         saturation = stats.saturation(chosen.codes, quant.qmin, quant.qmax)
-    summary = stats.summarize(data)
     return TensorReport(
         layer=layer,
         tensor=chosen,

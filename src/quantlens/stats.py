@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from quantlens import _kernels
 from quantlens.errors import InputError
 
 # Elements per step of the chunked loops. A float32 chunk and its float64 copy (768 KB together)
@@ -121,6 +122,18 @@ def summarize(values: np.ndarray) -> Summary:
     return accumulator.result()
 
 
+def summarize_with_histogram(values: np.ndarray, bins: int = 50) -> tuple[Summary, Histogram]:
+    """Return ``summarize(values)`` and ``histogram(values, bins)``, reading the values once less.
+
+    The summary's min and max are the histogram's default range, so the histogram does not
+    search for them again.
+    """
+    summary = summarize(values)
+    if summary.min is None or summary.max is None:
+        return summary, histogram(values, bins)
+    return summary, histogram(values, bins, value_range=(summary.min, summary.max))
+
+
 def flat_view(values: np.ndarray) -> np.ndarray:
     """Return the elements as a 1-d array in memory order, without a copy when they are dense.
 
@@ -169,6 +182,13 @@ class StreamingSummary:
     def update(self, values: np.ndarray) -> None:
         """Add the elements of ``values`` (any shape) to the running statistics."""
         flat = flat_view(values)
+        if _kernels.usable(flat):
+            moments = _kernels.moments(flat)
+            if moments is not None:
+                self.count += moments.count
+                self.zero_count += moments.zero_count
+                self._merge_moments(moments.count, moments.mean, moments.m2, moments.min, moments.max)
+                return
         self.count += flat.size
         scratch = np.empty(min(flat.size, CHUNK), dtype=np.float64)
         for chunk in _chunks(flat):
@@ -203,7 +223,9 @@ class StreamingSummary:
         # Square and sum with numpy's pairwise summation; np.dot would call BLAS, whose thread
         # start-up costs more than the arithmetic on one chunk.
         np.square(widened, out=widened)
-        batch_m2 = float(widened.sum())
+        self._merge_moments(n, batch_mean, float(widened.sum()), low, high)
+
+    def _merge_moments(self, n: int, batch_mean: float, batch_m2: float, low: float, high: float) -> None:
         count = self.finite_count + n
         delta = batch_mean - self.mean
         self.mean += delta * n / count
@@ -241,7 +263,11 @@ def histogram(
     """
     _check_bins(bins)
     flat = flat_view(values)
-    if value_range is None:
+    fast = _kernels.usable(flat)
+    moments = _kernels.moments(flat) if fast and value_range is None else None
+    if moments is not None:
+        low, high, all_inside = moments.min, moments.max, True
+    elif value_range is None:
         low, high, all_inside = _finite_range(flat)
     else:
         low, high, all_inside = float(value_range[0]), float(value_range[1]), False
@@ -256,6 +282,9 @@ def histogram(
         # A range of a few subnormal numbers: the reciprocal overflows, so let numpy bin it.
         finite = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
         counts, _ = np.histogram(finite, bins=bins, range=(low, high))
+    elif fast:
+        counter = BinCounter(np.linspace(low, high, bins + 1), size=1)
+        counts, _ = _kernels.bin_counts(flat, counter.edges, counter.tolerance)
     else:
         counts = np.zeros(bins, dtype=np.int64)
         counter = BinCounter(np.linspace(low, high, bins + 1), size=max(min(flat.size, CHUNK), 1))

@@ -1,0 +1,118 @@
+"""Compiled single-pass kernels for summaries and histograms of large float arrays (numba).
+
+numpy needs one pass over memory per operation (min, max, sum, a copy to float64, the bin
+arithmetic, ``np.bincount``), so ``stats`` on 1e8 values reads them about ten times. These
+kernels read them twice: once for count, zero count, non-finite count, min, max, sum and sum of
+squares, and once to bin them. Both passes split the array over the CPU cores.
+
+They are used only for float32 and float64 arrays of at least ``MIN_SIZE`` elements, so that
+numba's compilation (a few seconds, once per machine: the code is cached on disk) never delays
+the small tensors of an interactive session. Without numba, ``available()`` is False and
+``stats`` keeps its numpy loops; results agree with those loops (the counts exactly).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+
+import numpy as np
+
+# Below this many elements the numpy loops take well under a second and need no compilation.
+MIN_SIZE = 1 << 22
+
+
+@functools.cache
+def available() -> bool:
+    """Return whether numba is installed, without importing it (the import takes 0.2 s)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def usable(flat: np.ndarray) -> bool:
+    """Return whether the kernels take this 1-d array: float32 or float64, contiguous, large enough."""
+    return (
+        flat.size >= MIN_SIZE
+        and flat.dtype in (np.float32, np.float64)
+        and flat.flags.c_contiguous
+        and available()
+    )
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Result of the summary pass over an array without NaN or infinity."""
+
+    count: int
+    zero_count: int
+    min: float
+    max: float
+    mean: float
+    m2: float  # sum of squared deviations from the mean
+
+
+def _bit_layout(dtype: np.dtype) -> tuple[type, int, int]:
+    """Integer type of the same width, exponent mask, and the mask that flips negative keys."""
+    if dtype == np.float32:
+        return np.int32, 0x7F800000, 0x7FFFFFFF
+    return np.int64, 0x7FF0000000000000, 0x7FFFFFFFFFFFFFFF
+
+
+def moments(flat: np.ndarray) -> Moments | None:
+    """Summarize ``flat`` in one parallel pass; None when it contains NaN or infinity.
+
+    Sums run in float64, shifted by the first element so that a large mean does not cancel the
+    variance. min and max are taken on the integer order of the float bits, which the compiler
+    vectorizes where a float comparison with NaN rules would not; that order equals the float
+    order once the pass has shown that no value is NaN.
+    """
+    int_type, exponent, flip = _bit_layout(flat.dtype)
+    bits = flat.view(int_type)
+    compiled = _compiled()
+    parts = compiled.numba.get_num_threads()
+    shift = float(flat[0])
+    sums, zeros, bad, low_keys, high_keys = compiled.moments_parts(
+        flat, bits, shift, int_type(exponent), int_type(flip), parts
+    )
+    if int(bad.sum()) > 0:
+        return None
+    count = flat.size
+    total = float(sums[:, 0].sum())
+    squares = float(sums[:, 1].sum())
+    mean_offset = total / count
+    m2 = max(squares - total * mean_offset, 0.0)
+    keys = np.array([low_keys.min(), high_keys.max()], dtype=int_type)
+    low, high = (keys ^ ((keys >> (8 * keys.itemsize - 1)) & int_type(flip))).view(flat.dtype)
+    return Moments(
+        count=count,
+        zero_count=int(zeros.sum()),
+        min=float(low),
+        max=float(high),
+        mean=shift + mean_offset,
+        m2=m2,
+    )
+
+
+def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[np.ndarray, int]:
+    """Count ``flat`` into the equal-width bins ``edges``; return counts and the number left out.
+
+    Bin i contains ``edges[i] <= v < edges[i + 1]`` and the last bin also contains ``edges[-1]``, as
+    in ``np.histogram``. NaN, infinity and values outside the edges are left out. A value's bin
+    comes from float64 arithmetic; where that position lies within ``tolerance`` bins of an
+    edge, the value is compared with the edges themselves, so the result follows them exactly.
+    """
+    bins = edges.size - 1
+    low, high = float(edges[0]), float(edges[-1])
+    bounds = np.append(np.asarray(edges, dtype=np.float64), np.inf)
+    bounds[bins] = np.inf  # the last bin includes its upper edge
+    compiled = _compiled()
+    parts = compiled.numba.get_num_threads()
+    counts = compiled.histogram_parts(flat, low, high, bins / (high - low), bins, bounds, tolerance, parts)
+    return counts[:bins].copy(), int(counts[bins])
+
+
+def _compiled():
+    """Import the numba kernels on first use (compiled then, or loaded from numba's disk cache)."""
+    from quantlens import _kernels_numba
+
+    return _kernels_numba
