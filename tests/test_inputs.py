@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quantlens.adapter import InputAdapter
+from quantlens.adapter import CIFAR10_MEAN_UNIT, IMAGENET_MEAN_UNIT, InputAdapter, adapter_from_spec, infer_scaling
 from quantlens.errors import DatasetNotFoundError, InputError
 from quantlens.inputs import InputBatch, cifar10_samples, load_images, parse_indices, parse_input
+from quantlens.records import InputSpec
 
 
 @pytest.mark.parametrize(
@@ -174,3 +175,79 @@ def test_adapter_invalid_scaling():
 def test_adapter_int8_without_scale_shifts_pixels():
     adapter = InputAdapter(name="x", shape=(None, 2, 2, 3), dtype="int8", layout="NHWC", scaling="raw")
     assert int(adapter.prepare(pixels(200))[0, 0, 0, 0]) == 72
+
+
+# Scaling inferred from an integer input's quantization
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zero_point", "scaling", "mean", "low", "high"),
+    [
+        ("int8", 1 / 255, -128, "unit", None, 0.0, 1.0),
+        ("uint8", 1 / 255, 0, "unit", None, 0.0, 1.0),
+        ("int8", 1.0, -128, "raw", None, 0.0, 255.0),
+        ("uint8", 1.0, 0, "raw", None, 0.0, 255.0),
+        ("int8", 1 / 127.5, 0, "standardize", (0.5, 0.5, 0.5), -1.0039, 0.9961),
+        ("uint8", 1 / 127.5, 128, "standardize", (0.5, 0.5, 0.5), -1.0039, 0.9961),
+        ("int8", 0.016141, -5, "standardize", CIFAR10_MEAN_UNIT, -1.9853, 2.1306),
+        ("int8", 0.018676, -14, "standardize", IMAGENET_MEAN_UNIT, -2.1291, 2.6333),
+    ],
+)
+def test_infer_scaling_from_input_range(dtype, scale, zero_point, scaling, mean, low, high):
+    inferred = infer_scaling(dtype, scale, zero_point)
+    assert inferred is not None
+    assert inferred.scaling == scaling
+    if mean is not None:
+        assert inferred.mean == mean
+    assert inferred.low == pytest.approx(low, abs=1e-4)
+    assert inferred.high == pytest.approx(high, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zero_point"),
+    [("int8", 0.1, 0), ("int8", 1 / 255, 0), ("uint8", 0.5, 0), ("int8", 0.0, 0), ("int8", float("nan"), 0), ("float32", 1 / 255, 0)],
+)
+def test_infer_scaling_no_match(dtype, scale, zero_point):
+    assert infer_scaling(dtype, scale, zero_point) is None
+
+
+def int8_spec(scale: float, zero_point: int, **fields: object) -> InputSpec:
+    return InputSpec(
+        name="input", layout="NHWC", shape=(1, 32, 32, 3), dtype="int8", input_scale=scale,
+        input_zero_point=zero_point, **fields,
+    )
+
+
+def test_adapter_unit_from_input_quantization():
+    adapter = adapter_from_spec(int8_spec(np.float32(1 / 255), -128))
+    assert adapter.scaling == "unit"
+    assert adapter.describe() == (
+        "NHWC 32x32x3 int8, pixels scaled to 0-1 (from input quantization: scale 0.00392157 and "
+        "zero_point -128 cover 0 to 1)"
+    )
+    images = (np.arange(32 * 32 * 3) % 256).astype(np.uint8).reshape(1, 32, 32, 3)
+    codes = adapter.from_pixels(images)
+    assert codes.dtype == np.int8
+    np.testing.assert_array_equal(codes, images.astype(np.int16) - 128)
+
+
+def test_metadata_scaling_wins_over_quantization():
+    adapter = adapter_from_spec(int8_spec(np.float32(1 / 255), -128, scaling="raw", source="metadata"))
+    assert adapter.scaling == "raw"
+    assert adapter.source == "metadata"
+
+
+def test_scaling_option_wins_over_quantization():
+    adapter = adapter_from_spec(int8_spec(np.float32(1 / 255), -128)).with_options(scaling="standardize")
+    assert adapter.scaling == "standardize"
+    assert adapter.source == "option"
+
+
+def test_unmatched_quantization_keeps_default(caplog):
+    with caplog.at_level("WARNING", logger="quantlens.adapter"):
+        adapter = adapter_from_spec(int8_spec(0.1, 0))
+    assert adapter.scaling == "standardize"
+    assert adapter.mean == CIFAR10_MEAN_UNIT
+    assert adapter.source == "signature"
+    assert "scale 0.1 and zero_point 0 match no known pixel scaling" in caplog.text
+    assert "--scaling" in caplog.text

@@ -133,6 +133,19 @@ def test_input_metadata_sets_scaling(tmp_path):
     assert model.metadata["description"] == "quantlens test model"
 
 
+def test_input_metadata_keeps_subgraph_shape_and_dtype(tmp_path):
+    metadata = json.dumps({"scaling": "raw", "shape": [1, 9, 9, 3], "dtype": "int8"})
+    built = write_float_conv(tmp_path, metadata=metadata)
+    spec = open_model(built.path).input_spec
+    assert spec.shape == (None, 5, 5, 3)
+    assert spec.dtype == "float32"
+    assert spec.layout == "NHWC"
+    session = open_session(built.path)
+    assert session.adapter.describe() == "NHWC 5x5x3 float32, raw pixels 0-255 (from metadata)"
+    inputs = session.adapter.prepare(images(1))
+    np.testing.assert_array_equal(session.run(inputs)[0], plain_run(built.path, inputs))
+
+
 # --- reader: int8 model ---
 
 

@@ -10,6 +10,8 @@ scaling, layout (NHWC or NCHW) and dtype. Scaling is one of
 Integer-input models (int8/uint8 input tensors) get quantized input: ``q = round(x / scale) +
 zero_point`` clipped to the dtype's range, where ``x`` is the scaled float input. Without
 recorded input quantization, uint8 inputs take the raw pixels and int8 inputs pixels - 128.
+When such a model records no scaling, the float range its input quantization represents
+chooses one (see :func:`infer_scaling`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ CIFAR10_MEAN_UNIT = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD_UNIT = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN_UNIT = (0.485, 0.456, 0.406)
 IMAGENET_STD_UNIT = (0.229, 0.224, 0.225)
+# Each end of an input quantization's float range may differ from a scaling's range by this
+# fraction of that range's width. A calibrated range spans only the pixel values of the
+# calibration images, and its zero_point is rounded to an integer.
+RANGE_TOLERANCE = 0.15
 
 
 @dataclass(frozen=True)
@@ -197,11 +203,92 @@ def guess_layout(shape: tuple[int | None, ...] | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ScalingRange:
+    """A pixel scaling and the float range ``low`` to ``high`` it maps pixels 0-255 to.
+
+    ``mean`` and ``std`` (0-1 units, per channel) apply to ``"standardize"`` only.
+    """
+
+    scaling: str
+    low: float
+    high: float
+    mean: tuple[float, ...] = CIFAR10_MEAN_UNIT
+    std: tuple[float, ...] = CIFAR10_STD_UNIT
+
+    @classmethod
+    def standardized(cls, mean: tuple[float, ...], std: tuple[float, ...]) -> ScalingRange:
+        """Build the range of ``(pixels / 255 - mean) / std`` over all channels.
+
+        Example: mean 0.5 and std 0.5 give -1 to 1.
+        """
+        low = min(-m / s for m, s in zip(mean, std))
+        high = max((1 - m) / s for m, s in zip(mean, std))
+        return cls("standardize", low, high, mean, std)
+
+
+SCALING_RANGES = (
+    ScalingRange("raw", 0.0, 255.0),
+    ScalingRange("unit", 0.0, 1.0),
+    ScalingRange.standardized((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ScalingRange.standardized(CIFAR10_MEAN_UNIT, CIFAR10_STD_UNIT),
+    ScalingRange.standardized(IMAGENET_MEAN_UNIT, IMAGENET_STD_UNIT),
+)
+
+
+@dataclass(frozen=True)
+class InferredScaling:
+    """The scaling chosen for an integer input, and the float range ``low`` to ``high`` its quantization covers."""
+
+    match: ScalingRange
+    low: float
+    high: float
+
+    @property
+    def scaling(self) -> str:
+        return self.match.scaling
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.match.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.match.std
+
+
+def infer_scaling(dtype: str, scale: float, zero_point: int) -> InferredScaling | None:
+    """Choose the pixel scaling whose float range the input quantization covers.
+
+    An integer input covers ``scale * (qmin - zero_point)`` to ``scale * (qmax - zero_point)``.
+    Of ``SCALING_RANGES`` (raw 0-255, unit 0-1, standardize to -1..1 with mean = std = 0.5, or
+    with CIFAR-10 statistics to -1.99..2.13 or ImageNet statistics to -2.12..2.64), the closest
+    wins if both of its ends are within ``RANGE_TOLERANCE`` of that range's width. Example: int8
+    with scale 1/255 and zero_point -128 covers 0 to 1, so "unit". Scale 1 and zero_point -128
+    cover 0 to 255, so "raw". Returns None when no range fits or the scale is not finite and
+    positive.
+    """
+    if dtype not in INTEGER_RANGES or not np.isfinite(scale) or scale <= 0:
+        return None
+    qmin, qmax = INTEGER_RANGES[dtype]
+    low, high = scale * (qmin - zero_point), scale * (qmax - zero_point)
+    best: InferredScaling | None = None
+    best_distance = RANGE_TOLERANCE
+    for candidate in SCALING_RANGES:
+        distance = max(abs(low - candidate.low), abs(high - candidate.high)) / (candidate.high - candidate.low)
+        if distance <= best_distance:
+            best, best_distance = InferredScaling(candidate, low, high), distance
+    return best
+
+
 def adapter_from_spec(spec: InputSpec) -> InputAdapter:
     """Build the adapter for a recorded input spec, choosing defaults for what it leaves open.
 
-    Without recorded scaling, 32x32 image models are assumed to be standardized with CIFAR-10
-    statistics and larger ones with ImageNet statistics, as most PyTorch training scripts do.
+    Without recorded scaling, an integer input with recorded quantization gets the scaling its
+    quantization's float range matches (:func:`infer_scaling`), and ``source`` names that
+    quantization. Otherwise image models up to 64x64 are assumed to be standardized with
+    CIFAR-10 statistics and larger ones with ImageNet statistics, as most PyTorch training
+    scripts do.
     """
     shape = spec.shape if spec.shape is not None else (None, None, None, None)
     layout = spec.layout.upper() if spec.layout else guess_layout(shape)
@@ -209,6 +296,14 @@ def adapter_from_spec(spec: InputSpec) -> InputAdapter:
         layout = None
     scaling = spec.scaling
     mean, std = spec.mean, spec.std
+    source = spec.source
+    inferred = _scaling_from_input_quantization(spec) if scaling is None else None
+    if inferred is not None:
+        scaling, mean, std = inferred.scaling, inferred.mean, inferred.std
+        source = (
+            f"input quantization: scale {spec.input_scale:.6g} and zero_point {spec.input_zero_point or 0} "
+            f"cover {inferred.low:.4g} to {inferred.high:.4g}"
+        )
     if scaling is None or (scaling == "standardize" and (mean is None or std is None)):
         adapter = InputAdapter(name=spec.name, shape=shape, dtype=spec.dtype, layout=layout, scaling="raw")
         small = adapter.image_size is not None and max(adapter.image_size) <= 64
@@ -227,8 +322,22 @@ def adapter_from_spec(spec: InputSpec) -> InputAdapter:
         std=tuple(std or CIFAR10_STD_UNIT),
         input_scale=spec.input_scale,
         input_zero_point=spec.input_zero_point,
-        source=spec.source,
+        source=source,
     )
+
+
+def _scaling_from_input_quantization(spec: InputSpec) -> InferredScaling | None:
+    if spec.input_scale is None:
+        return None
+    zero_point = spec.input_zero_point or 0
+    inferred = infer_scaling(spec.dtype, spec.input_scale, zero_point)
+    if inferred is None:
+        logger.warning(
+            "input %s: quantization scale %g and zero_point %d match no known pixel scaling, so the "
+            "input is assumed to be standardized. Pass --scaling to choose another scaling",
+            spec.name or "", spec.input_scale, zero_point,
+        )
+    return inferred
 
 
 # Shapes tried, in order, when a model records no input signature (TorchScript, pickles).

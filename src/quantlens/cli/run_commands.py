@@ -26,7 +26,8 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         "--scaling",
         choices=["raw", "unit", "standardize"],
         help="override pixel scaling: raw 0-255, unit 0-1, or standardize with mean/std "
-        "(default: the model's metadata, else standardize)",
+        "(default: the model's metadata, else the float range an int8/uint8 input's quantization "
+        "covers, else standardize)",
     )
 
 

@@ -350,8 +350,8 @@ def read_layers(tflite: TfliteFile) -> tuple[Layer, ...]:
 def read_input_spec(tflite: TfliteFile) -> InputSpec | None:
     """Describe the first subgraph input: shape (-1 as None), dtype, NHWC for rank 4 and input quantization.
 
-    A ``quantlens.input`` metadata entry (JSON) sets layout and scaling. The input's own
-    quantization is kept in either case.
+    A ``quantlens.input`` metadata entry (JSON) sets layout, scaling, mean and std. Shape, dtype
+    and quantization always come from the subgraph, because the interpreter accepts nothing else.
     """
     inputs = tflite.subgraph.inputs
     if inputs is None or len(inputs) == 0:
@@ -376,7 +376,8 @@ def read_input_spec(tflite: TfliteFile) -> InputSpec | None:
             data = None
             logger.warning("%s: metadata %r is not valid JSON (%s); using the subgraph input", tflite.path.name, INPUT_METADATA_KEY, error)
         if isinstance(data, dict):
-            spec = replace(InputSpec.from_metadata(data, source="metadata"), name=spec.name)
+            recorded = InputSpec.from_metadata(data, source="metadata")
+            spec = replace(recorded, name=spec.name, shape=spec.shape, dtype=spec.dtype, layout=recorded.layout or spec.layout)
     quantization = tflite.quantization(index)
     if quantization is not None and quantization.axis is None:
         spec = replace(spec, input_scale=float(quantization.scale), input_zero_point=int(quantization.zero_point))
