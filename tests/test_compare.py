@@ -26,7 +26,7 @@ from quantlens.compare.naming import normalize_name
 from quantlens.compare.weights import weight_arrays
 from quantlens.errors import ComparisonError, InputError
 from quantlens.readers import open_model
-from quantlens.records import Layer, Role, Tensor
+from quantlens.records import Layer, Model, Role, Tensor
 
 QUANTIZED_MODELS = ("resnet8_int8.onnx", "resnet8_uint8.onnx", "resnet8_int8_qop.onnx", "resnet8_int8.pt")
 CONV_AND_DENSE = {
@@ -146,6 +146,26 @@ def test_order_stage_matches_renamed_layers(bundled, tmp_path):
     assert {m.method for m in conv} <= {MatchMethod.ORDER, MatchMethod.COSINE}
     weights = [weight_arrays(m) for m in conv]
     assert all(np.allclose(reference, values, atol=0.01) for reference, values, _ in weights)
+
+
+def test_dequantize_named_like_float_output_not_matched():
+    """The TFLite converter names an int8 model's final DEQUANTIZE after the float model's FC output."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(10, 16))
+
+    def fully_connected(name: str, index: int, values: np.ndarray) -> Layer:
+        tensor = Tensor(f"{name}/weights", Role.WEIGHT, values.shape, "float64", load_values=lambda: values)
+        return Layer(name, "FULLY_CONNECTED", (tensor,), index=index)
+
+    float_model = Model(Path("float.tflite"), "tflite", (fully_connected("logits", 0, weights),))
+    quant_model = Model(Path("int8.tflite"), "tflite", (
+        fully_connected("dense/MatMul;dense/BiasAdd", 0, weights + 0.01),
+        Layer("logits", "DEQUANTIZE", (), index=1),
+    ))
+    matching = match_layers(float_model, quant_model)
+    assert matching.for_float("logits").quant_name == "dense/MatMul;dense/BiasAdd"
+    assert matching.for_float("logits").method is MatchMethod.ORDER
+    assert [layer.name for layer in matching.unmatched_quant] == ["logits"]
 
 
 def test_mapping_overrides_matcher(bundled):

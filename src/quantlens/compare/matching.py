@@ -7,6 +7,11 @@ Stages, each applied to the layers the earlier ones left unmatched:
 3. ``normalized``: equal names once quantizer suffixes are removed (``/preprocess/Mul_quant``),
    then after :func:`quantlens.compare.naming.normalize_name` (``/stack1/conv1/Conv_quant`` and
    ``stack1.conv1``), in both cases only when the name is unique on both sides;
+
+Stages 2 and 3 never pair a quantize or dequantize op with a layer of another kind, because
+converters name these ops after the value they convert. For example, the TFLite converter names
+the final DEQUANTIZE output of an int8 model after the model output. In the float model, that
+name belongs to the output of the last FULLY_CONNECTED.
 4. ``order``: layers with a weight are grouped by op family and weight shape, with dimension
    sizes in any order because layouts differ between formats. When a group has as many float
    as quantized layers, they are paired in graph order;
@@ -42,6 +47,8 @@ from quantlens.records import Layer, Model
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_COSINE = 0.5
+# op_family of the ops that only convert between float and integer values.
+CONVERSION_FAMILIES = frozenset({"quantize", "dequantize", "quantizelinear", "dequantizelinear", "quantstub", "dequantstub"})
 
 
 class MatchMethod(str, enum.Enum):
@@ -229,8 +236,14 @@ def _match_by_key(pairing: _Pairing, key: Callable[[Layer], str], method: MatchM
     quant_groups = _group(pairing.free_quant, key)
     for name, float_layers in float_groups.items():
         quant_layers = quant_groups.get(name, [])
-        if name and len(float_layers) == 1 and len(quant_layers) == 1:
+        if name and len(float_layers) == 1 and len(quant_layers) == 1 and _same_kind(float_layers[0], quant_layers[0]):
             pairing.pair(float_layers[0], quant_layers[0], method)
+
+
+def _same_kind(float_layer: Layer, quant_layer: Layer) -> bool:
+    """Return False when exactly one of the two layers is a quantize or dequantize op."""
+    float_converts = op_family(float_layer.op_type) in CONVERSION_FAMILIES
+    return float_converts == (op_family(quant_layer.op_type) in CONVERSION_FAMILIES)
 
 
 def _group(layers: Iterable[Layer], key: Callable[[Layer], object]) -> dict[object, list[Layer]]:

@@ -66,7 +66,8 @@ def open_session(
     elif reader_name == "keras":
         raise UnsupportedModelError(
             f"running Keras models needs TensorFlow, which quantlens does not use, so {file_path.name} "
-            "can only be inspected (`quantlens layers`/`stats`); convert it to TFLite or ONNX to run it"
+            "can only be inspected (`quantlens layers`/`stats`) and compared by weights (`quantlens compare` "
+            "without --input); convert it to TFLite or ONNX to run it"
         )
     else:
         from quantlens.runtime.torch_session import load_torch_session
