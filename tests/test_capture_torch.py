@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from quantlens.capture import capture, list_capture_points
+from quantlens.capture.api import capture_backend
 from quantlens.errors import CaptureError, LayerNotFoundError
-from quantlens.inputs import random_input
+from quantlens.inputs import InputBatch, random_input
 from quantlens.records import InputSpec
 from quantlens.runtime import open_session
 from quantlens.runtime.torch_session import TorchSession, load_torch_session
@@ -134,6 +135,45 @@ def test_eager_tuple_values_match_module(structured):
 def test_eager_value_before_in_place_relu(structured):
     conv = by_name(capture(structured, random_input(0)), "conv").values
     assert (conv < 0).any()
+
+
+def test_eager_in_place_change_copied_from_then_on(tmp_path):
+    torch.manual_seed(0)
+    module = StructuredNet().eval()
+    session = eager_session(module, tmp_path)
+    batch = random_input(0)
+    inputs = torch.from_numpy(session.adapter.prepare(batch))
+    expected = module.conv(inputs).detach().numpy()
+    for _ in range(2):
+        conv = by_name(capture(session, batch), "conv").values
+        np.testing.assert_array_equal(conv, expected)
+    assert capture_backend(session)._copied == {"conv"}
+
+
+class SometimesInPlace(nn.Module):
+    """A convolution whose output gets one added in place only when the input's mean is positive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if x.mean() > 0:
+            y.add_(1)
+        return y
+
+
+def test_eager_in_place_change_found_on_later_input(tmp_path):
+    torch.manual_seed(0)
+    module = SometimesInPlace().eval()
+    session = eager_session(module, tmp_path)
+    # Black pixels scale to 0 (no in-place add), white ones to 1 (the add runs).
+    for pixels in (np.zeros((1, 8, 8, 3), np.uint8), np.full((1, 8, 8, 3), 255, np.uint8)):
+        batch = InputBatch(images=pixels, labels=(None,), descriptions=("fixed",))
+        inputs = torch.from_numpy(session.adapter.prepare(batch))
+        expected = module.conv(inputs).detach().numpy()
+        np.testing.assert_array_equal(by_name(capture(session, batch), "conv").values, expected)
 
 
 def test_eager_select_suffixed_name(structured):

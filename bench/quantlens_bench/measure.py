@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -85,12 +86,20 @@ class WorkerResult:
         return float(value)
 
 
-def run_worker(task: str, options: dict[str, object], *, timeout: float = 900) -> WorkerResult:
-    """Run ``worker.py TASK OPTIONS`` in a fresh interpreter and parse its last stdout line as JSON."""
+def run_worker(
+    task: str, options: dict[str, object], *, timeout: float = 900, env: dict[str, str] | None = None
+) -> WorkerResult:
+    """Run ``worker.py TASK OPTIONS`` in a fresh interpreter and parse its last stdout line as JSON.
+
+    ``env`` adds or replaces environment variables of the worker process.
+    """
     command = [sys.executable, str(WORKER), task, json.dumps(options)]
+    environment = {**os.environ, **env} if env else None
     start = time.perf_counter()
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, env=environment
+        )
     except subprocess.TimeoutExpired as error:
         raise BenchError(f"worker {task} timed out after {timeout:.0f} s with options {options}") from error
     wall = time.perf_counter() - start

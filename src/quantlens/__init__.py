@@ -12,9 +12,20 @@ The public API in one place::
 Importing quantlens does not import torch or onnxruntime; they load when a model needs them.
 The capture function is exported as ``capture_activations`` so that ``quantlens.capture`` stays
 the subpackage.
+
+Imported before torch, quantlens sets ``THP_MEM_ALLOC_ENABLE=1`` unless it is already set: torch
+then backs large CPU tensors with transparent huge pages. Capture keeps every activation alive,
+so each forward pass allocates fresh memory, and with 4 KB pages the page faults cost about a
+third of a ResNet-50 forward pass (see docs/benchmarks.md). Set it to 0 to keep torch's default.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+if "torch" not in sys.modules:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from quantlens.capture import CaptureResult, capture_statistics, list_capture_points
 from quantlens.capture import capture as capture_activations

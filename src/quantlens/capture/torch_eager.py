@@ -1,11 +1,16 @@
 """Activation capture for eager ``nn.Module`` models, with forward hooks.
 
-Every named submodule (the root excluded) gets a forward hook that copies its output. Outputs
+Every named submodule (the root excluded) gets a forward hook that keeps its output. Outputs
 are flattened into tensors with stable suffixes: a tensor keeps the module name (``stack1.conv1``),
 a tuple or list element gets ``:INDEX`` (``block:1``), a dict entry gets ``.KEY`` (``heads.cls``),
 and nesting combines them (``block:0.cls``). A module called more than once in one forward pass
 gets ``#CALL`` from its second call on (``relu#1``). Only module outputs are captured: functional
 calls inside ``forward`` (``torch.add``, ``F.relu``) produce no activation of their own.
+
+Outputs are kept without a copy where possible. An in-place op later in the pass
+(``ReLU(inplace=True)`` after a BatchNorm) would change a kept tensor, and its version counter
+shows that. The pass then runs again with copies of those modules' outputs, and the backend
+remembers them, so later runs copy only those from the start.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class EagerCapture:
         self.points = [
             CapturePoint(name, name, type(module).__name__) for name, module in self.module.named_modules() if name
         ]
+        # Modules whose outputs a later in-place op changed in an earlier run.
+        self._copied: set[str] = set()
 
     def run(self, inputs: np.ndarray, *, selection: Selection, reference_outputs: bool = True) -> CapturedRun:
         """Run the module once with hooks on the selected submodules and return what they output.
@@ -46,19 +53,33 @@ class EagerCapture:
         The outputs are those of this run, which hooks only observe, so ``reference_outputs`` is
         not needed.
         """
+        self.module.eval()
+        while True:
+            keeper = _Keeper(self._copied)
+            records, output = self._forward(inputs, selection, keeper)
+            changed = keeper.changed()
+            if not changed:
+                break
+            # Each pass adds at least one module, so this ends.
+            logger.debug("outputs of %s are changed in place later; running again with copies", sorted(changed))
+            self._copied |= changed
+        kept = tuple(record for record in records if selection.keeps(record.name, record.layer))
+        selection.check_found(kept, model=self.session.path.name)
+        outputs = tuple(_output_array(value) for _, value in flatten_outputs(output, ""))
+        return CapturedRun(activations=kept, outputs=outputs)
+
+    def _forward(self, inputs: np.ndarray, selection: Selection, keeper: _Keeper) -> tuple[list[Activation], Any]:
         import torch
 
         records: list[Activation] = []
         calls: dict[str, int] = {}
-        copies = _Copies()
         handles = []
-        self.module.eval()
         moved = self.device != self.session.device
         try:
             if moved:
                 self.module.to(self.device)
             for name, submodule in self._hooked_modules(selection):
-                hook = _make_hook(name, type(submodule).__name__, records, calls, copies)
+                hook = _make_hook(name, type(submodule).__name__, records, calls, keeper)
                 handles.append(submodule.register_forward_hook(hook))
             tensor = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
             with torch.no_grad():
@@ -70,10 +91,7 @@ class EagerCapture:
                 handle.remove()
             if moved:
                 self.module.to(self.session.device)
-        kept = tuple(record for record in records if selection.keeps(record.name, record.layer))
-        selection.check_found(kept, model=self.session.path.name)
-        outputs = tuple(_output_array(value) for _, value in flatten_outputs(output, ""))
-        return CapturedRun(activations=kept, outputs=outputs)
+        return records, output
 
     def _hooked_modules(self, selection: Selection) -> Iterator[tuple[str, Any]]:
         for name, submodule in self.module.named_modules():
@@ -106,15 +124,42 @@ class _Copies:
         return copied
 
 
-def _make_hook(name: str, op_type: str, records: list[Activation], calls: dict[str, int], copies: _Copies) -> Any:
+class _Keeper:
+    """Module outputs of one forward pass: CPU tensors kept as they are, or copied when needed.
+
+    Outputs of the modules in ``copied`` are copied at once. Every other CPU tensor is kept as it
+    is, with its version counter, so that ``changed`` can name the modules whose kept outputs an
+    in-place op modified afterwards.
+    """
+
+    def __init__(self, copied: set[str]) -> None:
+        self.copied = copied
+        self.copies = _Copies()
+        self.watched: list[tuple[str, Any, int]] = []
+
+    def keep(self, name: str, value: Any) -> Any:
+        if value.device.type != "cpu":
+            return value.detach().to("cpu")  # the transfer is a copy
+        if name in self.copied:
+            return self.copies.copy(value)
+        try:
+            version = value._version
+        except RuntimeError:  # inference-mode tensors have no version counter
+            return value.detach().clone()
+        self.watched.append((name, value, version))
+        return value.detach()
+
+    def changed(self) -> set[str]:
+        return {name for name, value, version in self.watched if value._version != version}
+
+
+def _make_hook(name: str, op_type: str, records: list[Activation], calls: dict[str, int], keeper: _Keeper) -> Any:
     def hook(module: Any, args: Any, output: Any) -> None:
         call = calls.get(name, 0)
         calls[name] = call + 1
         base = name if call == 0 else f"{name}#{call}"
         for index, (suffix, value) in enumerate(flatten_outputs(output, base)):
-            # Copy now: a later in-place op (ReLU(inplace=True)) would change the live tensor.
-            copied = copies.copy(value)
-            records.append(Activation(name, op_type, index, activation_record(suffix, copied)))
+            records.append(Activation(name, op_type, index, activation_record(suffix, keeper.keep(name, value))))
 
     return hook
 
