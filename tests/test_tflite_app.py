@@ -226,13 +226,16 @@ def test_keras_capture_is_a_message(catalog):
     assert "needs TensorFlow" in outcome.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views.output_channel_axis returns 0 for every unquantized weight that is not an ONNX MatMul, "
-    "but Keras Conv2D kernels are HWIO with output channels on axis 3",
-)
 def test_keras_kernel_channel_axis(catalog):
     model = session.load_choice(catalog, KERAS_LABEL, trust=False).model
     kernel = model.layer("conv1").weight
     assert views.output_channel_axis("Conv2D", kernel) == 3
+    low, high = stats.channel_ranges(kernel.values, axis=views.output_channel_axis("Conv2D", kernel))
+    assert low.shape == (kernel.shape[3],)
 
+
+
+def test_keras_dense_channel_axis(catalog):
+    model = session.load_choice(catalog, KERAS_LABEL, trust=False).model
+    kernel = model.layer("dense").weight
+    assert views.output_channel_axis("Dense", kernel) == 1

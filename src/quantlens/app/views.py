@@ -191,14 +191,27 @@ def output_channel_axis(op_type: str, tensor: Tensor) -> int:
     """Return the output-channel axis of a weight: its quantization axis if per-channel, else 0.
 
     MatMul weights are ``(in, out)``, so their output axis is 1; Conv, Gemm (``transB=1``, as
-    exporters write it) and PyTorch Linear weights are output-channel first.
+    exporters write it), TFLite and PyTorch Linear weights are output-channel first. Keras
+    kernels put output channels last (Conv2D ``HWIO``, Dense ``(in, out)``), except the
+    transposed convolutions, whose kernels end with ``(out, in)``.
     """
     quant = tensor.quantization
     if quant is not None and quant.axis is not None:
         return quant.axis
-    if "MatMul" in op_type and len(tensor.shape) == 2:
+    rank = len(tensor.shape)
+    if "MatMul" in op_type and rank == 2:
         return 1
+    if op_type in KERAS_TRANSPOSED and rank >= 2:
+        return rank - 2
+    if op_type in KERAS_OUTPUT_LAST:
+        return rank - 1
     return 0
+
+
+# Keras layer class names (the HDF5 reader's op types) whose kernels end with output channels,
+# and the transposed convolutions, whose kernels end with (out, in).
+KERAS_OUTPUT_LAST = frozenset({"Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D", "SeparableConv2D"})
+KERAS_TRANSPOSED = frozenset({"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"})
 
 
 def has_channel_chart(subject: Subject) -> bool:
