@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from quantlens.errors import ModelFormatError
+from quantlens.readers import onnx_wire
 from quantlens.readers.onnx_constants import STANDARD_DOMAINS, Constants
 from quantlens.readers.onnx_qoperator import qoperator_tensors
 from quantlens.readers.onnx_quant import (
@@ -62,6 +63,25 @@ def parse_model(path: Path) -> onnx.ModelProto:
             f"Error loading ONNX model {str(path)!r}: {error}. The file may be truncated or not an "
             "ONNX model. Export or download it again."
         ) from error
+    return _checked(model, path)
+
+
+def parse_model_deferred(path: Path) -> onnx.ModelProto:
+    """Parse ``path`` like :func:`parse_model`, leaving large initializers' bytes in the file.
+
+    Those initializers come back as external data that points into the model file itself (see
+    ``onnx_wire``), so only the tensors whose values are read are ever copied. A file the wire
+    walker cannot read goes through ``onnx.load``, which names what is wrong.
+    """
+    try:
+        model = onnx_wire.parse_deferred(path)
+    except (onnx_wire.WireError, DecodeError) as error:
+        logger.debug("%s: falling back to onnx.load (%s)", path.name, error)
+        return parse_model(path)
+    return _checked(model, path)
+
+
+def _checked(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     if model.ir_version == 0 or not model.HasField("graph"):
         raise ModelFormatError(
             f"Error loading ONNX model {str(path)!r}: it has no ir_version or no graph, so it is "
@@ -218,7 +238,7 @@ def read_input_spec(model: onnx.ModelProto, metadata: dict[str, str], *, path: P
 def load(path: Path, *, trust: bool = False) -> Model:
     """Open an ONNX model. ``trust`` is ignored because ONNX files contain no pickles."""
     path = Path(path)
-    model = parse_model(path)
+    model = parse_model_deferred(path)
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     return Model(
         path=path,
