@@ -155,11 +155,21 @@ def _local_only(route, outside: list[str]) -> None:
         route.abort()
 
 
-def first_histogram_ms(page, url: str) -> float:
-    """Open the app and return milliseconds from navigation start to the first drawn histogram bar."""
+def first_histogram_ms(page, url: str) -> tuple[float, float]:
+    """Open the app; return milliseconds to the first drawn histogram bar from the page's load
+    event and from navigation start."""
     page.goto(url)
     page.locator(".js-plotly-plot .trace.bars .point").first.wait_for(state="visible", timeout=UPDATE_MS)
-    return float(page.evaluate("() => performance.now()"))
+    drawn = float(page.evaluate("() => performance.now()"))
+    loaded = float(page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventEnd"))
+    return drawn - loaded, drawn
+
+
+def reveal_lazy(page) -> None:
+    """Scroll every section the app draws only when visible (``mo.lazy``) into view."""
+    sections = page.locator("marimo-lazy")
+    for index in range(sections.count()):
+        sections.nth(index).scroll_into_view_if_needed()
 
 
 def select_option(page, label: str) -> None:
@@ -189,18 +199,30 @@ def save_screenshot(page, name: str, *, height: int = 4600) -> Path:
 
 
 def test_first_histogram_time(page, server):
+    """Record how long the first histogram takes to draw, in artifacts/app_timing.json.
+
+    The first page is the first one the new server serves, and the next ones reuse the server.
+    The target is 2 s from the page's load event. No test asserts a timing, because it depends
+    on the machine's load.
+    """
     url, _ = server
-    cold = first_histogram_ms(page, url)
-    page.goto("about:blank")
-    warm = first_histogram_ms(page, url)
+    first = first_histogram_ms(page, url)
+    later = []
+    for _ in range(3):
+        page.goto("about:blank")
+        later.append(first_histogram_ms(page, url))
+    after_load = sorted(sample[0] for sample in later)[1]
+    after_navigation = sorted(sample[1] for sample in later)[1]
     record = {
-        "first_histogram_ms_cold": round(cold),
-        "first_histogram_ms_warm": round(warm),
-        "note": "navigation start to the first histogram bar; cold is the first page of a new server",
+        "first_page_ms_after_load": round(first[0]),
+        "first_page_ms_after_navigation": round(first[1]),
+        "median_of_next_3_ms_after_load": round(after_load),
+        "median_of_next_3_ms_after_navigation": round(after_navigation),
+        "note": "time until the first histogram bar is drawn, from the page's load event and from navigation start",
     }
     (ARTIFACTS / "app_timing.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"first histogram: cold {cold:.0f} ms, warm {warm:.0f} ms")
-    assert warm < UPDATE_MS
+    print(f"first histogram after the load event: first page {first[0]:.0f} ms, next pages {after_load:.0f} ms")
+    assert all(sample[1] < UPDATE_MS for sample in (first, *later))
 
 
 def set_bins(page, bins: int) -> None:
@@ -264,12 +286,14 @@ def test_weights_and_activations_flow(page, server, model, layer, quantized):
     if quantized:
         codes_switch.click()
         expect(plot_title(page)).to_contain_text("integer codes", timeout=UPDATE_MS)
+        reveal_lazy(page)
         expect(page.get_by_text("Saturation")).to_be_visible(timeout=UPDATE_MS)
         expect(page.locator(".js-plotly-plot .gtitle", has_text="integer codes of")).to_have_count(1)
         expect(page.get_by_text("Per-channel quantization")).to_be_visible()
     else:
         expect(codes_switch).to_have_count(0)
-    expect(page.locator(".js-plotly-plot .gtitle", has_text="Per-channel range")).to_have_count(1)
+        reveal_lazy(page)
+    expect(page.locator(".js-plotly-plot .gtitle", has_text="Per-channel range")).to_have_count(1, timeout=UPDATE_MS)
     expect(page.get_by_role("heading", name="Weight statistics")).to_be_visible()
 
     set_bins(page, 100)
@@ -293,7 +317,8 @@ def test_weights_and_activations_flow(page, server, model, layer, quantized):
     page.get_by_role("radio", name="Activations").click()
     expect(plot_title(page)).to_contain_text("Activation", timeout=UPDATE_MS)
     assert bar_fills(page) == {ORANGE}
-    expect(page.get_by_role("heading", name="Activation statistics")).to_be_visible()
+    reveal_lazy(page)
+    expect(page.get_by_role("heading", name="Activation statistics")).to_be_visible(timeout=UPDATE_MS)
     options = page.locator("select").filter(has=page.locator("option", has_text=f"{captured}. ")).first
     labels = options.locator("option").all_inner_texts()
     assert len(labels) == captured
@@ -344,6 +369,7 @@ def test_overview_csv_download(page, server):
     url, _ = server
     page.goto(url)
     page.locator(".js-plotly-plot").first.wait_for(timeout=UPDATE_MS)
+    reveal_lazy(page)
     expect(page.get_by_role("heading", name="Overview of all layers")).to_be_visible(timeout=UPDATE_MS)
     with page.expect_download(timeout=UPDATE_MS) as download_info:
         page.get_by_text("Download CSV").click()

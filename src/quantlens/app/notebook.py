@@ -459,7 +459,9 @@ def _(choices, mo, page, subject, summary, views):
                 show_data_types=False,
             )
         )
-    mo.vstack(_items)
+    # Below the first histogram: drawn when scrolled into view, so the page's first chart is not
+    # delayed by tables and charts the reader has not reached yet.
+    mo.lazy(mo.vstack(_items))
     return
 
 
@@ -490,7 +492,7 @@ def _(charts, choices, mo, page, session, subject, views):
         if _view.value.note:
             _items.append(mo.md(f"*{_view.value.note}*"))
         _output = mo.vstack(_items)
-    _output
+    mo.lazy(_output)
     return
 
 
@@ -499,14 +501,16 @@ def _(charts, choices, integer, mo, page, stats, subject, views):
     mo.stop(subject is None or not views.has_channel_chart(subject) or page is not choices.Page.INSPECT)
     _axis = views.output_channel_axis(subject.op_type, subject.tensor)
     _low, _high = stats.channel_ranges(views.view_values(subject.tensor, integer=integer), _axis)
-    mo.ui.plotly(
-        charts.channel_range_figure(
-            _low,
-            _high,
-            kind=subject.kind,
-            title=f"Per-channel range of {subject.tensor.name}",
-            axis=_axis,
-            y_title=views.VIEW_CODES if integer else "value",
+    mo.lazy(
+        mo.ui.plotly(
+            charts.channel_range_figure(
+                _low,
+                _high,
+                kind=subject.kind,
+                title=f"Per-channel range of {subject.tensor.name}",
+                axis=_axis,
+                y_title=views.VIEW_CODES if integer else "value",
+            )
         )
     )
     return
@@ -565,7 +569,7 @@ def _(choices, loaded, mo, model, overview_csv, overview_rows, page, session, vi
                 ),
             ]
         )
-    mo.vstack([mo.md("## Overview of all layers"), _body])
+    mo.lazy(mo.vstack([mo.md("## Overview of all layers"), _body]))
     return
 
 
