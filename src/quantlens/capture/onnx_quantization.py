@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from quantlens.errors import QuantizationError
+from quantlens.readers import onnx_proto
 from quantlens.readers.onnx_constants import Constants
 from quantlens.readers.onnx_quant import qoperator_spec
 from quantlens.records import INTEGER_RANGES, Quantization
@@ -55,14 +54,14 @@ class QuantizationSource:
 class QuantizationSources:
     """The quantization source of every integer value of a graph, found once when the model is opened."""
 
-    def __init__(self, graph: onnx.GraphProto, *, model_path: Path) -> None:
+    def __init__(self, graph: onnx_proto.GraphProto, *, model_path: Path) -> None:
         self.constants = Constants(graph, model_path=model_path)
         self.sources: dict[str, QuantizationSource] = {}
         self._constant_arrays: dict[str, np.ndarray] = {}
         for node in graph.node:
             self._add_node(node)
 
-    def _add_node(self, node: onnx.NodeProto) -> None:
+    def _add_node(self, node: onnx_proto.NodeProto) -> None:
         inputs = list(node.input)
         if node.op_type == "QuantizeLinear" and len(inputs) >= 2:
             self.sources[node.output[0]] = QuantizationSource(
@@ -135,8 +134,8 @@ class QuantizationSources:
         return self._constant_arrays[name]
 
 
-def _int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+def _int_attribute(node: onnx_proto.NodeProto, name: str, default: int) -> int:
     for attribute in node.attribute:
         if attribute.name == name:
-            return int(helper.get_attribute_value(attribute))
+            return int(onnx_proto.attribute_value(attribute))
     return default

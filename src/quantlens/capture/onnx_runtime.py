@@ -21,12 +21,12 @@ import logging
 from typing import Any
 
 import numpy as np
-import onnx
 
 from quantlens.capture.onnx_quantization import QuantizationSources
 from quantlens.capture.records import Activation, CapturedRun, CapturePoint
 from quantlens.capture.selection import Selection
 from quantlens.errors import CaptureError
+from quantlens.readers import onnx_proto
 from quantlens.readers.onnx_reader import node_names, parse_model
 from quantlens.records import Role, Tensor
 
@@ -54,7 +54,7 @@ class OnnxCapture:
         self.quantization = QuantizationSources(graph, model_path=session.path)
         self._sessions: dict[frozenset[str] | None, tuple[Any, list[str]]] = {}
 
-    def _find_points(self, graph: onnx.GraphProto) -> list[CapturePoint]:
+    def _find_points(self, graph: onnx_proto.GraphProto) -> list[CapturePoint]:
         constant = constant_values(graph)
         non_tensor = _non_tensor_values(self.model)
         points = []
@@ -128,7 +128,7 @@ class OnnxCapture:
     def _build(self, selection: Selection) -> tuple[Any, list[str]]:
         import onnxruntime as ort
 
-        model = onnx.ModelProto()
+        model = onnx_proto.ModelProto()
         model.CopyFrom(self.model)
         existing = [output.name for output in model.graph.output]
         wanted = [p.name for p in self.points if selection.keeps(p.name, p.layer)]
@@ -136,7 +136,7 @@ class OnnxCapture:
         extra = list(dict.fromkeys(name for name in wanted if name not in existing))
         for name in extra:
             # An output without a type is accepted by onnxruntime, which takes the type from the node.
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
+            model.graph.output.append(onnx_proto.ValueInfoProto(name=name))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.add_session_config_entry(EXTERNAL_DATA_FOLDER_KEY, str(self.session.path.resolve().parent))
@@ -152,7 +152,7 @@ class OnnxCapture:
         return inference, existing + extra
 
 
-def constant_values(graph: onnx.GraphProto) -> set[str]:
+def constant_values(graph: onnx_proto.GraphProto) -> set[str]:
     """Return the names of values computed only from initializers and Constant nodes."""
     constant = {initializer.name for initializer in graph.initializer}
     for node in graph.node:
@@ -164,8 +164,10 @@ def constant_values(graph: onnx.GraphProto) -> set[str]:
     return constant
 
 
-def _non_tensor_values(model: onnx.ModelProto) -> set[str]:
+def _non_tensor_values(model: onnx_proto.ModelProto) -> set[str]:
     """Return the names of values whose inferred type is a sequence, map or optional."""
+    import onnx.shape_inference
+
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except (onnx.shape_inference.InferenceError, ValueError) as exc:

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from quantlens.errors import ModelFormatError, UnsupportedModelError
+from quantlens.readers import onnx_proto
+from quantlens.readers.onnx_proto import TensorProto
 from quantlens.records import ArrayLoader, Quantization, Role, Tensor
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Constants:
     missing file fails when the model is opened and not when a value is first read.
     """
 
-    def __init__(self, graph: onnx.GraphProto, *, model_path: Path) -> None:
+    def __init__(self, graph: onnx_proto.GraphProto, *, model_path: Path) -> None:
         self._model_path = model_path
         self._protos: dict[str, TensorProto] = {}
         if len(graph.sparse_initializer):
@@ -57,7 +57,7 @@ class Constants:
         """Return the numpy dtype name of the stored tensor, e.g. ``"int8"`` or ``"float32"``."""
         data_type = self._protos[name].data_type
         try:
-            return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).name
+            return np.dtype(onnx_proto.numpy_dtype(data_type)).name
         except (KeyError, TypeError, ValueError):
             raise ModelFormatError(
                 f"{self._model_path.name}: tensor {name!r} has an unknown data_type {data_type}. "
@@ -87,9 +87,9 @@ class Constants:
         proto = self._protos[name]
         if proto.data_location == TensorProto.EXTERNAL:
             return self._read_external(name, proto)
-        return numpy_helper.to_array(proto)
+        return onnx_proto.to_array(proto)
 
-    def _add_constant_node(self, node: onnx.NodeProto) -> None:
+    def _add_constant_node(self, node: onnx_proto.NodeProto) -> None:
         if len(node.attribute) != 1:
             raise ModelFormatError(
                 f"{self._model_path.name}: Constant node {node.name!r} needs exactly one value "
@@ -165,14 +165,14 @@ class Constants:
         del inline.external_data[:]
         inline.data_location = TensorProto.DEFAULT
         inline.raw_data = raw.tobytes()
-        return numpy_helper.to_array(inline)
+        return onnx_proto.to_array(inline)
 
 
-def _sparse_name(sparse: onnx.SparseTensorProto) -> str:
+def _sparse_name(sparse: onnx_proto.SparseTensorProto) -> str:
     return sparse.values.name
 
 
-def _constant_attribute_tensor(attribute: onnx.AttributeProto, *, name: str) -> TensorProto | None:
+def _constant_attribute_tensor(attribute: onnx_proto.AttributeProto, *, name: str) -> TensorProto | None:
     """Convert the value attribute of a Constant node to a tensor; None for string values."""
     if attribute.name == "value":
         proto = TensorProto()
@@ -180,11 +180,11 @@ def _constant_attribute_tensor(attribute: onnx.AttributeProto, *, name: str) -> 
         proto.name = name
         return proto
     if attribute.name == "value_float":
-        return helper.make_tensor(name, TensorProto.FLOAT, [], [attribute.f])
+        return onnx_proto.make_tensor(name, TensorProto.FLOAT, [], [attribute.f])
     if attribute.name == "value_floats":
-        return helper.make_tensor(name, TensorProto.FLOAT, [len(attribute.floats)], list(attribute.floats))
+        return onnx_proto.make_tensor(name, TensorProto.FLOAT, [len(attribute.floats)], list(attribute.floats))
     if attribute.name == "value_int":
-        return helper.make_tensor(name, TensorProto.INT64, [], [attribute.i])
+        return onnx_proto.make_tensor(name, TensorProto.INT64, [], [attribute.i])
     if attribute.name == "value_ints":
-        return helper.make_tensor(name, TensorProto.INT64, [len(attribute.ints)], list(attribute.ints))
+        return onnx_proto.make_tensor(name, TensorProto.INT64, [len(attribute.ints)], list(attribute.ints))
     return None

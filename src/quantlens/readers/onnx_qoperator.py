@@ -9,17 +9,16 @@ quantized with ``scale = input_scale * weight_scale`` and zero_point 0, so
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from quantlens.errors import ModelFormatError, UnsupportedModelError
+from quantlens.readers import onnx_proto
 from quantlens.readers.onnx_constants import Constants
 from quantlens.readers.onnx_quant import QOperatorSpec, QuantizedBias, QuantizedInput, make_quantization
 from quantlens.records import Quantization, Role, Tensor
 
 
 def qoperator_tensors(
-    node: onnx.NodeProto, node_name: str, spec: QOperatorSpec, constants: Constants, *, file_name: str
+    node: onnx_proto.NodeProto, node_name: str, spec: QOperatorSpec, constants: Constants, *, file_name: str
 ) -> list[Tensor]:
     """Return the constant inputs of a QOperator node as tensors, in input order.
 
@@ -45,7 +44,7 @@ def qoperator_tensors(
 
 
 def _constant_parameter(
-    node: onnx.NodeProto, position: int, constants: Constants, where: str, file_name: str
+    node: onnx_proto.NodeProto, position: int, constants: Constants, where: str, file_name: str
 ) -> np.ndarray | None:
     """Read the scale or zero_point at ``position``; None when the optional input is absent."""
     if position >= len(node.input) or not node.input[position]:
@@ -60,7 +59,7 @@ def _constant_parameter(
 
 
 def _qoperator_input_quantization(
-    node: onnx.NodeProto, spec: QuantizedInput, constants: Constants, where: str, file_name: str
+    node: onnx_proto.NodeProto, spec: QuantizedInput, constants: Constants, where: str, file_name: str
 ) -> Quantization:
     codes_name = node.input[spec.position]
     scale = _constant_parameter(node, spec.scale, constants, where, file_name)
@@ -81,7 +80,7 @@ def _qoperator_input_quantization(
 
 
 def _qoperator_bias_quantization(
-    node: onnx.NodeProto, spec: QuantizedBias, constants: Constants, where: str, file_name: str
+    node: onnx_proto.NodeProto, spec: QuantizedBias, constants: Constants, where: str, file_name: str
 ) -> Quantization:
     """Build the Quantization of an int32 bias: ``scale = input_scale * weight_scale`` in float32.
 
@@ -110,8 +109,8 @@ def _qoperator_bias_quantization(
     )
 
 
-def _float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+def _float_attribute(node: onnx_proto.NodeProto, name: str, default: float) -> float:
     for attribute in node.attribute:
         if attribute.name == name:
-            return float(helper.get_attribute_value(attribute))
+            return float(onnx_proto.attribute_value(attribute))
     return default

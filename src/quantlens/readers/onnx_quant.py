@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from quantlens.errors import ModelFormatError, UnsupportedModelError
+from quantlens.readers import onnx_proto
 from quantlens.readers.onnx_constants import Constants
 from quantlens.records import INTEGER_RANGES, Quantization, Role
 
@@ -49,7 +48,7 @@ UNREAD_QUANTIZED_OPS = frozenset(
 )
 
 # Per-channel axis of a QOperator input, from the node and the input's rank.
-AxisRule = Callable[[onnx.NodeProto, int], int]
+AxisRule = Callable[[onnx_proto.NodeProto, int], int]
 
 
 @dataclass(frozen=True)
@@ -89,19 +88,19 @@ class QOperatorSpec:
         return frozenset(positions)
 
 
-def _first_axis(node: onnx.NodeProto, rank: int) -> int:
+def _first_axis(node: onnx_proto.NodeProto, rank: int) -> int:
     return 0
 
 
-def _last_axis(node: onnx.NodeProto, rank: int) -> int:
+def _last_axis(node: onnx_proto.NodeProto, rank: int) -> int:
     return rank - 1
 
 
-def _row_axis(node: onnx.NodeProto, rank: int) -> int:
+def _row_axis(node: onnx_proto.NodeProto, rank: int) -> int:
     return rank - 2
 
 
-def _gemm_b_axis(node: onnx.NodeProto, rank: int) -> int:
+def _gemm_b_axis(node: onnx_proto.NodeProto, rank: int) -> int:
     # b_scale is per column of op(B): B is (N, K) when transB is set and (K, N) otherwise.
     return 0 if int_attribute(node, "transB", 0) else 1
 
@@ -158,7 +157,7 @@ QOPERATOR_SPECS: dict[str, QOperatorSpec] = {
 }
 
 
-def qoperator_spec(node: onnx.NodeProto) -> QOperatorSpec | None:
+def qoperator_spec(node: onnx_proto.NodeProto) -> QOperatorSpec | None:
     """Return the input layout of a QOperator node, or None for any other node."""
     if node.domain not in QUANTIZATION_DOMAINS:
         return None
@@ -180,7 +179,7 @@ class DequantizedConstant:
 
 
 def find_dequantized_constants(
-    graph: onnx.GraphProto, constants: Constants, *, node_names: list[str], file_name: str
+    graph: onnx_proto.GraphProto, constants: Constants, *, node_names: list[str], file_name: str
 ) -> dict[str, DequantizedConstant]:
     """Map the output name of every DequantizeLinear node that reads a constant to that constant.
 
@@ -208,7 +207,7 @@ def find_dequantized_constants(
 
 
 def _reject_runtime_quantized_weight(
-    node_name: str, producer: onnx.NodeProto | None, constants: Constants, file_name: str
+    node_name: str, producer: onnx_proto.NodeProto | None, constants: Constants, file_name: str
 ) -> None:
     # TODO: read QuantizeLinear(constant) -> DequantizeLinear weights, as quantization-aware
     # training exports write them, by computing the codes the way QuantizeLinear does.
@@ -222,7 +221,7 @@ def _reject_runtime_quantized_weight(
 
 
 def _dequantize_linear_quantization(
-    node: onnx.NodeProto, node_name: str, constants: Constants, file_name: str
+    node: onnx_proto.NodeProto, node_name: str, constants: Constants, file_name: str
 ) -> Quantization:
     codes_name = node.input[0]
     parameter_names = [name for name in node.input[1:3] if name]
@@ -320,8 +319,8 @@ def _normalize_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+def int_attribute(node: onnx_proto.NodeProto, name: str, default: int) -> int:
     for attribute in node.attribute:
         if attribute.name == name:
-            return int(helper.get_attribute_value(attribute))
+            return int(onnx_proto.attribute_value(attribute))
     return default

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import onnx
 from google.protobuf.message import DecodeError
-from onnx import helper
 
 from quantlens.errors import ModelFormatError
-from quantlens.readers import onnx_wire
+from quantlens.readers import onnx_proto, onnx_wire
 from quantlens.readers.onnx_constants import STANDARD_DOMAINS, Constants
 from quantlens.readers.onnx_qoperator import qoperator_tensors
 from quantlens.readers.onnx_quant import (
@@ -54,10 +52,10 @@ def input_role(op_type: str, position: int) -> Role:
     return INPUT_ROLES.get(op_type, {}).get(position, Role.PARAMETER)
 
 
-def parse_model(path: Path) -> onnx.ModelProto:
+def parse_model(path: Path) -> onnx_proto.ModelProto:
     """Parse ``path`` without loading external data. Raise ModelFormatError if it is not ONNX."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx_proto.load_model(path)
     except DecodeError as error:
         raise ModelFormatError(
             f"Error loading ONNX model {str(path)!r}: {error}. The file may be truncated or not an "
@@ -66,22 +64,22 @@ def parse_model(path: Path) -> onnx.ModelProto:
     return _checked(model, path)
 
 
-def parse_model_deferred(path: Path) -> onnx.ModelProto:
+def parse_model_deferred(path: Path) -> onnx_proto.ModelProto:
     """Parse ``path`` like :func:`parse_model`, leaving large initializers' bytes in the file.
 
     Those initializers come back as external data that points into the model file itself (see
     ``onnx_wire``), so only the tensors whose values are read are ever copied. A file the wire
-    walker cannot read goes through ``onnx.load``, which names what is wrong.
+    walker cannot read is parsed whole, and protobuf's error names what is wrong.
     """
     try:
         model = onnx_wire.parse_deferred(path)
     except (onnx_wire.WireError, DecodeError) as error:
-        logger.debug("%s: falling back to onnx.load (%s)", path.name, error)
+        logger.debug("%s: parsing the whole file instead (%s)", path.name, error)
         return parse_model(path)
     return _checked(model, path)
 
 
-def _checked(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+def _checked(model: onnx_proto.ModelProto, path: Path) -> onnx_proto.ModelProto:
     if model.ir_version == 0 or not model.HasField("graph"):
         raise ModelFormatError(
             f"Error loading ONNX model {str(path)!r}: it has no ir_version or no graph, so it is "
@@ -90,7 +88,7 @@ def _checked(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     return model
 
 
-def node_names(graph: onnx.GraphProto) -> list[str]:
+def node_names(graph: onnx_proto.GraphProto) -> list[str]:
     """Return a unique name for every node, in graph order.
 
     A node keeps its name verbatim (``/stack1/conv1/Conv``). An unnamed node is called
@@ -119,14 +117,14 @@ def node_names(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def _is_layer_candidate(node: onnx.NodeProto) -> bool:
+def _is_layer_candidate(node: onnx_proto.NodeProto) -> bool:
     if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS:
         return False
     return not (node.op_type in QDQ_OP_TYPES and node.domain in QUANTIZATION_DOMAINS)
 
 
 def _node_tensors(
-    node: onnx.NodeProto,
+    node: onnx_proto.NodeProto,
     node_name: str,
     constants: Constants,
     dequantized: dict[str, DequantizedConstant],
@@ -147,7 +145,7 @@ def _node_tensors(
     return tensors
 
 
-def _warn_unknown_quantized_ops(graph: onnx.GraphProto, *, file_name: str) -> None:
+def _warn_unknown_quantized_ops(graph: onnx_proto.GraphProto, *, file_name: str) -> None:
     unknown = sorted(
         {
             node.op_type
@@ -165,7 +163,7 @@ def _warn_unknown_quantized_ops(graph: onnx.GraphProto, *, file_name: str) -> No
         )
 
 
-def read_layers(model: onnx.ModelProto, *, path: Path) -> tuple[Layer, ...]:
+def read_layers(model: onnx_proto.ModelProto, *, path: Path) -> tuple[Layer, ...]:
     """Build the layers of the main graph in node order.
 
     NOTE: nodes inside subgraphs (If, Loop and Scan bodies) and their constants are not read.
@@ -196,7 +194,7 @@ def _guess_layout(shape: tuple[int | None, ...]) -> str | None:
     return "NHWC" if channels_last else "NCHW"
 
 
-def _signature_input_spec(graph: onnx.GraphProto) -> InputSpec | None:
+def _signature_input_spec(graph: onnx_proto.GraphProto) -> InputSpec | None:
     initializer_names = {initializer.name for initializer in graph.initializer}
     graph_input = next((i for i in graph.input if i.name not in initializer_names), None)
     if graph_input is None or not graph_input.type.HasField("tensor_type"):
@@ -205,12 +203,12 @@ def _signature_input_spec(graph: onnx.GraphProto) -> InputSpec | None:
     shape = None
     if tensor_type.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
+    dtype = np.dtype(onnx_proto.numpy_dtype(tensor_type.elem_type)).name
     layout = _guess_layout(shape) if shape is not None else None
     return InputSpec(name=graph_input.name, layout=layout, shape=shape, dtype=dtype, source="signature")
 
 
-def read_input_spec(model: onnx.ModelProto, metadata: dict[str, str], *, path: Path) -> InputSpec | None:
+def read_input_spec(model: onnx_proto.ModelProto, metadata: dict[str, str], *, path: Path) -> InputSpec | None:
     """Read the input description from ``quantlens.input`` metadata, else from the graph's first input.
 
     Metadata that is not a JSON object is logged as a warning and ignored.

@@ -9,7 +9,7 @@ external-data fields (``location`` is the file itself, with ``offset`` and ``len
 the reader already reads lazily, so a tensor's bytes are read only when its values are used.
 
 Only the reader uses this. Capture and comparison build onnxruntime sessions from the parsed
-model, so they keep ``onnx.load``.
+model, so they parse the whole file.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import mmap
 from collections.abc import Iterator
 from pathlib import Path
 
-import onnx
-from onnx import TensorProto
+from quantlens.readers import onnx_proto
+from quantlens.readers.onnx_proto import TensorProto
 
 # Field numbers from onnx.proto.
 MODEL_GRAPH = 7
@@ -33,10 +33,10 @@ MIN_DEFERRED_BYTES = 4096
 
 
 class WireError(ValueError):
-    """The bytes are not a protobuf message this walker can read; the caller falls back to onnx.load."""
+    """The bytes are not a protobuf message this walker can read; the caller parses the whole file."""
 
 
-def parse_deferred(path: Path) -> onnx.ModelProto:
+def parse_deferred(path: Path) -> onnx_proto.ModelProto:
     """Parse ``path`` with large initializers left in the file. Raise WireError when it cannot."""
     with open(path, "rb") as handle:
         try:
@@ -47,7 +47,7 @@ def parse_deferred(path: Path) -> onnx.ModelProto:
         return _parse(data, path.name)
 
 
-def _parse(data: mmap.mmap, location: str) -> onnx.ModelProto:
+def _parse(data: mmap.mmap, location: str) -> onnx_proto.ModelProto:
     model_parts: list[bytes] = []
     graph_range: tuple[int, int] | None = None
     for number, wire, start, value_start, end in _fields(data, 0, len(data)):
@@ -57,7 +57,7 @@ def _parse(data: mmap.mmap, location: str) -> onnx.ModelProto:
             graph_range = (value_start, end)
         else:
             model_parts.append(data[start:end])
-    model = onnx.ModelProto()
+    model = onnx_proto.ModelProto()
     model.ParseFromString(b"".join(model_parts))
     if graph_range is None:
         return model
