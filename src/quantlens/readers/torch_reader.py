@@ -34,6 +34,7 @@ from quantlens.readers.torch_tensors import (
     role_for_key,
     tensor_record,
 )
+from quantlens.readers.torchscript_archive import NotReadable, read_torchscript_archive
 from quantlens.records import INPUT_METADATA_KEY, InputSpec, Model, Tensor
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ def load_torch(path: Path, *, trust: bool = False) -> Model:
     if head.startswith(ZIP_MAGIC):
         names = _zip_names(path)
         if _is_torchscript(names):
+            try:
+                return read_torchscript_archive(path, extra_file_names=_extra_file_names(names))
+            except NotReadable as reason:
+                logger.debug("%s: reading with torch.jit.load because %s", path, reason)
             return read_torchscript(path, extra_file_names=_extra_file_names(names))
         if not any(name.rpartition("/")[2] == "data.pkl" for name in names):
             raise ModelFormatError(
