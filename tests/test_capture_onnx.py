@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +258,33 @@ def test_fixed_batch_runs_in_slices(tmp_path, cifar_dir):
     result = capture(session, batch)
     assert result.activation("m").tensor.shape == (3, 3)
     assert result.outputs[0].shape == (3, 3)
+
+
+def test_sequence_values_are_not_capture_points(tmp_path):
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("SequenceConstruct", ["x", "r"], ["seq"], name="pack"),
+        helper.make_node("SequenceAt", ["seq", "index"], ["y"], name="pick"),
+    ]
+    index = numpy_helper.from_array(np.array(1, dtype=np.int64), "index")
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [index],
+    )
+    path = tmp_path / "sequence.onnx"
+    onnx.save(model, str(path))
+    names = [point.name for point in list_capture_points(open_session(path))]
+    assert names == ["r", "y"]
+
+
+def test_capture_of_plain_cnn_does_not_import_onnx(bundled):
+    script = (
+        "import sys, quantlens\n"
+        f"session = quantlens.open_session({str(bundled['resnet8_int8.onnx'])!r})\n"
+        "result = quantlens.capture_activations(session, quantlens.parse_input('random:0'))\n"
+        "print(len(result.activations) > 10, 'onnx' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]

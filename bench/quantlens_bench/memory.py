@@ -6,7 +6,7 @@ Three fresh processes per runtime, each loading the same images the same way
 - ``plain``: the model's own inference (onnxruntime ``InferenceSession.run``, or the eager
   ResNet8 module under ``torch.no_grad``), outputs discarded;
 - ``plain-imports``: the same, after importing the modules that quantlens capture loads
-  (``onnx`` for ONNX models, ``quantlens.capture``); this is the floor of ``streaming``;
+  (``quantlens.capture`` and its onnxruntime backend); this is the floor of ``streaming``;
 - ``streaming``: ``quantlens.capture.capture_statistics``, which folds each batch into running
   statistics and drops it;
 - ``keep-all``: ``quantlens.capture.capture`` on every batch, every activation kept, then
@@ -49,7 +49,7 @@ def _import_capture_modules(path: str) -> None:
     import quantlens.capture  # noqa: F401
 
     if path.endswith(".onnx"):
-        import onnx  # noqa: F401
+        import quantlens.capture.onnx_runtime  # noqa: F401
 
 
 def _plain(path: str, samples: object, batch: int) -> None:

@@ -164,8 +164,20 @@ def constant_values(graph: onnx_proto.GraphProto) -> set[str]:
     return constant
 
 
+# Ops whose outputs can be sequences, maps or optionals (control flow passes any type through).
+# Only graphs with one of them need shape inference, which imports onnx.
+NON_TENSOR_OPS = frozenset(
+    {
+        "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase", "SplitToSequence",
+        "SequenceMap", "Optional", "OptionalGetElement", "If", "Loop", "Scan", "ZipMap", "CastMap",
+    }
+)
+
+
 def _non_tensor_values(model: onnx_proto.ModelProto) -> set[str]:
     """Return the names of values whose inferred type is a sequence, map or optional."""
+    if not any(node.op_type in NON_TENSOR_OPS for node in model.graph.node):
+        return set()
     import onnx.shape_inference
 
     try:
