@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from quantlens.errors import InputError, LayerNotFoundError
 from quantlens.inputs import cifar10_samples, random_input
 from quantlens.runtime import open_session
 from tests.fixtures import onnx_models
+from tests.fixtures.processes import printed_words
 
 ONNX_MODELS = ("resnet8.onnx", "resnet8_int8.onnx", "resnet8_uint8.onnx", "resnet8_int8_qop.onnx")
 
@@ -280,11 +279,10 @@ def test_sequence_values_are_not_capture_points(tmp_path):
 
 
 def test_capture_of_plain_cnn_does_not_import_onnx(bundled):
-    script = (
-        "import sys, quantlens\n"
-        f"session = quantlens.open_session({str(bundled['resnet8_int8.onnx'])!r})\n"
-        "result = quantlens.capture_activations(session, quantlens.parse_input('random:0'))\n"
-        "print(len(result.activations) > 10, 'onnx' in sys.modules)\n"
+    printed = printed_words(
+        "import sys, quantlens",
+        f"session = quantlens.open_session({str(bundled['resnet8_int8.onnx'])!r})",
+        "result = quantlens.capture_activations(session, quantlens.parse_input('random:0'))",
+        "print(len(result.activations) > 10, 'onnx' in sys.modules)",
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["True", "False"]
+    assert printed == ["True", "False"]

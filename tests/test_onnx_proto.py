@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -11,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantlens.readers import onnx_proto
+from tests.fixtures.processes import printed_words
 
 STANDARD_TYPES = [
     (TensorProto.FLOAT, np.float32),
@@ -95,24 +94,22 @@ def test_make_tensor_equals_helper(data_type, dims, values):
 
 def test_opening_onnx_model_does_not_import_onnx(bundled):
     # import onnx takes most of a large model's cold open, so the reader must not need it.
-    script = (
-        "import sys, quantlens\n"
-        "from quantlens.inspect import report_tensor\n"
-        f"model = quantlens.open_model({str(bundled['resnet8_int8.onnx'])!r})\n"
-        "report = report_tensor(model, model.layers[3].name, integer=True)\n"
-        "print(len(model.layers), 'onnx' in sys.modules, 'ml_dtypes' in sys.modules)\n"
+    printed = printed_words(
+        "import sys, quantlens",
+        "from quantlens.inspect import report_tensor",
+        f"model = quantlens.open_model({str(bundled['resnet8_int8.onnx'])!r})",
+        "report = report_tensor(model, model.layers[3].name, integer=True)",
+        "print(len(model.layers), 'onnx' in sys.modules, 'ml_dtypes' in sys.modules)",
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["12", "False", "False"]
+    assert printed == ["12", "False", "False"]
 
 
 def test_parsed_model_works_with_onnx_afterwards(bundled):
-    script = (
-        "from quantlens.readers import onnx_proto\n"
-        f"model = onnx_proto.load_model({str(bundled['resnet8_int8.onnx'])!r})\n"
-        "import onnx\n"
-        "onnx.checker.check_model(model)\n"
-        "print(isinstance(model, onnx.ModelProto))\n"
+    printed = printed_words(
+        "from quantlens.readers import onnx_proto",
+        f"model = onnx_proto.load_model({str(bundled['resnet8_int8.onnx'])!r})",
+        "import onnx",
+        "onnx.checker.check_model(model)",
+        "print(isinstance(model, onnx.ModelProto))",
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "True"
+    assert printed == ["True"]

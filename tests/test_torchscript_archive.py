@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from quantlens.readers.torch_reader import _extra_file_names, _zip_names
 from quantlens.readers.torchscript_archive import NotReadable, read_torchscript_archive
 from quantlens.records import Model
 from tests.fixtures import torch_models
+from tests.fixtures.processes import printed_words
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +66,13 @@ def test_same_values_as_torch(archives, kind):
 
 
 def test_open_model_does_not_import_torch(bundled):
-    script = (
-        "import sys, quantlens\n"
-        f"model = quantlens.open_model({str(bundled['resnet8_int8.pt'])!r})\n"
-        "values = model.layer('stack1.conv1').weight.values\n"
-        "print(model.format, len(model.layers), 'torch' in sys.modules)\n"
+    printed = printed_words(
+        "import sys, quantlens",
+        f"model = quantlens.open_model({str(bundled['resnet8_int8.pt'])!r})",
+        "values = model.layer('stack1.conv1').weight.values",
+        "print(model.format, len(model.layers), 'torch' in sys.modules)",
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["torchscript", "15", "False"]
+    assert printed == ["torchscript", "15", "False"]
 
 
 class Upsampler(nn.Module):
