@@ -23,6 +23,7 @@ from quantlens.app.naming import MatchRule, canonical_name, resolve_layer
 from quantlens.app.overview import COLUMNS, overview_csv, overview_rows
 from quantlens.capture.records import Activation, CaptureResult
 from quantlens.cli import app_commands
+from quantlens.cli.main import main
 from quantlens.errors import CaptureError, DatasetNotFoundError, InputError, ModelNotFoundError
 from quantlens.inputs import random_input
 from quantlens.records import Layer, Model, Quantization, Role, Tensor
@@ -820,3 +821,26 @@ def test_every_captured_activation_renders(bundled, name):
             assert choices.weight_note(picked.match).startswith("Matched to layer")
         else:
             assert activation_name in picked.match.warning
+
+
+@pytest.mark.parametrize("text", ["0", "65536", "99999", "-1", "http"])
+def test_port_option_rejects_invalid_numbers(text, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["app", "--port", text])
+    assert caught.value.code == 2
+    assert "use a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_app_on_busy_port_is_one_line_error(capsys):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = main(["app", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert f"127.0.0.1:{port}" in err
+    assert "another program is listening there" in err

@@ -7,7 +7,9 @@ value; no input file may change; the process must keep working afterwards.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,7 +126,12 @@ BAD_FILES = [
     BadFile("random_safetensors", _write("noise.safetensors", RANDOM), ModelFormatError, "noise.safetensors"),
     BadFile("random_tflite", _write("noise.tflite", RANDOM), ModelFormatError, "noise.tflite"),
     BadFile("random_h5", _write("noise.h5", RANDOM), ModelFormatError, "noise.h5"),
+    BadFile("text_pt", _write("notes.pt", b"hello, this is not a model\n"), ModelFormatError, "notes.pt"),
+    BadFile("json_pt", _write("config.pt", b'{"a": 1}\n'), ModelFormatError, "config.pt"),
 ]
+# Files that fail as models, which running them must report the same way (the .h5 file fails
+# earlier, because running Keras models is not supported).
+RUN_CASES = [case for case in BAD_FILES if not case.name.endswith("_h5")]
 
 
 @pytest.mark.parametrize("case", BAD_FILES, ids=lambda case: case.name)
@@ -146,6 +153,26 @@ def test_bad_file_cli_one_line_exit_2(case, tmp_path, capsys):
     assert err.count("\n") == 1
     assert case.names in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=lambda case: case.name)
+def test_bad_file_session_raises_named_error(case, tmp_path):
+    path = case.make(tmp_path)
+    with pytest.raises(case.error) as caught:
+        open_session(path)
+    assert case.names in str(caught.value)
+    assert "trust" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=lambda case: case.name)
+def test_bad_file_activations_cli_one_line_exit_2(case, tmp_path, capsys):
+    path = case.make(tmp_path)
+    code = main(["activations", str(path), "--input", "random"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert case.names in err
+    assert "layers`/`stats" not in err
 
 
 def test_process_keeps_working_after_errors(tmp_path, capsys):
@@ -440,3 +467,17 @@ def test_compare_rejects_missing_output_folder_first(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "folder does not exist" in err
     assert "report.html" in err
+
+
+def test_closed_stdout_pipe_exits_quietly(monkeypatch, bundled):
+    # `quantlens layers ... | head -1`: the reader has gone when the command writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        code = main(["layers", str(bundled["resnet8_int8.onnx"])])
+    finally:
+        monkeypatch.undo()
+        stdout.close()
+    assert code == 141

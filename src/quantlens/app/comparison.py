@@ -400,7 +400,7 @@ def _svg_scatter(figure: go.Figure) -> go.Figure:
 def layer_facts(result: LayerResult) -> str:
     """Describe one matched layer's measurements in Markdown."""
     match = result.match
-    parts = [f"**{match.float_name}** ({match.float_layer.op_type}) matched to **{match.quant_name}** by {match.method}."]
+    parts = [f"**{match.float_name}** ({match.float_layer.op_type}) matched to **{match.quant_name}** by {match.method.description}."]
     weight = result.weight
     if weight is not None:
         parts.append(

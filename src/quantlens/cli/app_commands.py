@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 from quantlens.app.config import notebook_arguments
 from quantlens.cli.inspect_commands import TRUST_HELP
 from quantlens.cli.run_commands import DATA_DIR_HELP
-from quantlens.errors import DatasetNotFoundError, ModelNotFoundError
+from quantlens.errors import DatasetNotFoundError, InputError, ModelNotFoundError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "app" / "notebook.py"
 DEFAULT_HOST = "127.0.0.1"
@@ -69,7 +70,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default: %(default)s); any address other than loopback "
         "requires an access token, which is generated unless --token-password is given",
     )
-    parser.add_argument("--port", type=int, help="TCP port to listen on (default: a free port)")
+    parser.add_argument("--port", type=port_number, help="TCP port to listen on, 1-65535 (default: a free port)")
     parser.add_argument(
         "--token-password",
         help="access token that viewers pass as ?access_token=...; setting it also protects a loopback server",
@@ -87,6 +88,7 @@ def run_edit(args: argparse.Namespace) -> int:
 def _serve(mode: str, args: argparse.Namespace, *, headless: bool) -> int:
     check_paths(args.models, args.data_dir)
     port = args.port if args.port is not None else free_port(args.host)
+    check_port(args.host, port)
     plan = plan_server(
         mode,
         host=args.host,
@@ -149,6 +151,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def port_number(text: str) -> int:
+    """Parse a --port value: a number from 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use a number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: use a number from 1 to 65535")
+    return port
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise InputError when the server could not listen on ``host``:``port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # The server sets SO_REUSEADDR too, so a port that only lingers after a closed connection counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            reason = "another program is listening there" if error.errno == errno.EADDRINUSE else error.strerror
+            raise InputError(
+                f"cannot serve on {host}:{port}: {reason}; pick another --port, or leave --port out "
+                "to use a free one"
+            ) from error
 
 
 def free_port(host: str) -> int:

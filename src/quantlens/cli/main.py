@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from quantlens.errors import QuantlensError
 logger = logging.getLogger("quantlens")
 
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, the status of a process killed by a closed pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quantlens: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of a pipe stopped early (`quantlens layers ... | head`). Point stdout at
+        # /dev/null so that flushing it at exit raises nothing, and exit as a process killed by
+        # SIGPIPE would, as command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _quiet_framework_warnings() -> None:
     # torch 2.13 warns on every quantized tensor it creates and on each torch.jit call that these
     # APIs are deprecated; a user inspecting a file cannot act on that, so hide it unless --debug.
     # The C++ warnings are read from TORCH_CPP_LOG_LEVEL when torch is first imported.
-    import os
     import warnings
 
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")

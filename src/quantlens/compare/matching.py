@@ -63,6 +63,17 @@ class MatchMethod(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def description(self) -> str:
+        """Return how the two layers were paired, in words (``"exact name"``)."""
+        return {
+            MatchMethod.MAPPING: "the given name mapping",
+            MatchMethod.EXACT: "exact name",
+            MatchMethod.NORMALIZED: "normalized name",
+            MatchMethod.ORDER: "position, op type and weight shape",
+            MatchMethod.COSINE: "weight similarity (cosine)",
+        }[self]
+
 
 @dataclass(frozen=True, repr=False, eq=False)
 class LayerMatch:

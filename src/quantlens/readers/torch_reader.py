@@ -73,8 +73,7 @@ def load_torch(path: Path, *, trust: bool = False) -> Model:
     that needs full unpickling without ``trust``, and UnsupportedModelError for a valid file
     that contains no state_dict or module.
     """
-    with path.open("rb") as handle:
-        head = handle.read(len(ZIP_MAGIC))
+    head = _checked_head(path)
     if head.startswith(ZIP_MAGIC):
         names = _zip_names(path)
         if _is_torchscript(names):
@@ -96,16 +95,23 @@ def load_torch(path: Path, *, trust: bool = False) -> Model:
             if isinstance(plain, Mapping):
                 return _state_dict_model(path, plain)
         loaded = load_checkpoint(path, trust=trust, mmap=True)
-    elif head.startswith(PICKLE_PROTO):
+    else:
         # mmap needs the zip format that torch.save writes since PyTorch 1.6.
         loaded = load_checkpoint(path, trust=trust, mmap=False)
-    else:
-        described = f"starts with bytes {head.hex(' ')}" if head else "is empty (0 bytes)"
-        raise ModelFormatError(
-            f"{str(path)!r} is not a PyTorch file: it {described}, but torch.save writes a zip "
-            "archive (PK) or a pickle (0x80). The file may be truncated or in another format."
-        )
     return _read_loaded(path, loaded)
+
+
+def _checked_head(path: Path) -> bytes:
+    """Return the file's first bytes; raise ModelFormatError unless they start a zip or a pickle."""
+    with path.open("rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_PROTO):
+        return head
+    described = f"starts with bytes {head.hex(' ')}" if head else "is empty (0 bytes)"
+    raise ModelFormatError(
+        f"{str(path)!r} is not a PyTorch file: it {described}, but torch.save writes a zip "
+        "archive (PK) or a pickle (0x80). The file may be truncated or in another format."
+    )
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -146,6 +152,7 @@ def _rejection_reason(error: pickle.UnpicklingError) -> str:
 
 def load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
     """Load with ``weights_only=True``, and fall back to full unpickling only when ``trust`` is set."""
+    _checked_head(path)
     import torch
 
     try:
@@ -167,7 +174,8 @@ def load_checkpoint(path: Path, *, trust: bool, mmap: bool) -> object:
             f"stopped at {reason!r}. The file may be corrupt or truncated. If it is a checkpoint "
             f"from a trusted source saved with pickle protocol 3 or later, {TRUST_HINT}"
         ) from error
-    except (EOFError, RuntimeError, OSError) as error:
+    except (EOFError, RuntimeError, OSError, KeyError, IndexError, ValueError) as error:
+        # A damaged pickle fails inside the unpickler with any of these.
         raise ModelFormatError(
             f"{str(path)!r} is not a readable torch.save file ({type(error).__name__}: "
             f"{str(error).strip() or 'unexpected end of data'}). The file may be truncated or corrupt."

@@ -44,6 +44,11 @@ class OnnxSession(Session):
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
+            if model_bytes is None:
+                from quantlens.readers.onnx_reader import parse_model
+
+                # A file that is not ONNX at all raises the reader's error, which names the problem.
+                parse_model(path)
             raise ModelFormatError(
                 f"onnxruntime cannot load {str(path)!r}: {str(exc).strip().splitlines()[0][:300]}. "
                 "The weights can still be inspected with `quantlens layers`/`stats`."

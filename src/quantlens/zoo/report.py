@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from quantlens.evaluate import EvalResult, evaluate
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the table (and write the curve) from parsed command-line options."""
     if args.metrics:
         Path(args.curve).write_text(accuracy_curve_svg(args.metrics))
-        print(f"training curve written to {args.curve}")
+        # stderr, so that the table on stdout can be redirected into docs/models.md alone.
+        print(f"training curve written to {args.curve}", file=sys.stderr)
     print(accuracy_table(data_dir=args.data_dir, limit=args.limit))
     return 0
