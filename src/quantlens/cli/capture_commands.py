@@ -141,7 +141,7 @@ def run_activations(args: argparse.Namespace) -> int:
         batches = split_batch(batch, args.batch_size)
         result = capture_statistics(
             session, batches, layers=layers, bins=args.bins, total=math.ceil(len(batch) / args.batch_size),
-            progress=sys.stderr.isatty(),
+            progress=True,
         )
         _print_statistics(result)
         return 0
