@@ -28,6 +28,7 @@ from quantlens.errors import CaptureError, DatasetNotFoundError, InputError, Mod
 from quantlens.inputs import random_input
 from quantlens.records import Layer, Model, Quantization, Role, Tensor
 from tests.fixtures import onnx_models
+from tests.fixtures.app_views import render_subject
 
 BLUE = charts.PALETTES[charts.Kind.WEIGHT].strong
 ORANGE = charts.PALETTES[charts.Kind.ACTIVATION].strong
@@ -767,28 +768,6 @@ def test_notebook_runs_as_script(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-def render_subject(subject: views.Subject, integer: bool) -> None:
-    """Compute everything the notebook's cells compute for one subject and view."""
-    summary = views.summarize_view(subject.tensor, integer)
-    low, high = views.default_range(summary)
-    values = views.view_values(subject.tensor, integer=integer)
-    charts.histogram_figure(
-        stats.histogram(values, 50), kind=subject.kind, title=subject.title(integer=integer),
-        x_title="value", highlight=(low, high),
-    )
-    stats.count_in_range(values, low, high)
-    assert views.statistics_rows(subject, summary)
-    views.channel_rows(subject.tensor)
-    if subject.tensor.is_quantized:
-        view = views.code_view(subject.tensor)
-        if view.histogram is not None:
-            charts.integer_code_figure(view.histogram, kind=subject.kind, title="t", saturation=view.saturation)
-    if views.has_channel_chart(subject):
-        axis = views.output_channel_axis(subject.op_type, subject.tensor)
-        channel_low, channel_high = stats.channel_ranges(values, axis)
-        charts.channel_range_figure(channel_low, channel_high, kind=subject.kind, title="t", axis=axis, y_title="v")
-
-
 @pytest.mark.parametrize(
     "name",
     ["resnet8.pt", "resnet8.onnx", "resnet8_int8.onnx", "resnet8_uint8.onnx", "resnet8_int8_qop.onnx", "resnet8_int8.pt"],
@@ -798,7 +777,7 @@ def test_every_bundled_tensor_renders(bundled, name):
     count = 0
     for layer_, tensor in model.tensors():
         for integer in (False, True):
-            render_subject(views.Subject.of_layer(layer_, tensor), integer and tensor.is_quantized)
+            render_subject(views.Subject.of_layer(layer_, tensor), integer=integer and tensor.is_quantized)
         count += 1
     assert count == sum(len(layer_.tensors) for layer_ in model.layers)
 
@@ -816,7 +795,7 @@ def test_every_captured_activation_renders(bundled, name):
             result=result, activation_name=activation_name,
         )
         for integer in (False, True):
-            render_subject(picked.subject, integer and picked.subject.tensor.is_quantized)
+            render_subject(picked.subject, integer=integer and picked.subject.tensor.is_quantized)
         if picked.match.layer is not None:
             assert choices.weight_note(picked.match).startswith("Matched to layer")
         else:

@@ -19,6 +19,7 @@ from quantlens.app import charts, choices, session, views  # noqa: E402
 from quantlens.app.catalog import ModelCatalog, build_catalog  # noqa: E402
 from quantlens.app.overview import overview_rows  # noqa: E402
 from quantlens.datasets.cifar10 import CLASS_NAMES  # noqa: E402
+from tests.fixtures.app_views import render_subject  # noqa: E402
 from tests.fixtures.tflite_twins import (  # noqa: E402
     CONVS,
     FC_INT8_OUTPUT_NAME,
@@ -46,25 +47,6 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> TwinModels:
 @pytest.fixture(scope="module")
 def catalog(twins: TwinModels) -> ModelCatalog:
     return build_catalog([twins.float_path.parent], include_bundled=False)
-
-
-def render(subject: views.Subject, *, integer: bool) -> stats.Histogram:
-    """Compute what the notebook shows for one subject and view; return the value histogram."""
-    summary = views.summarize_view(subject.tensor, integer)
-    values = views.view_values(subject.tensor, integer=integer)
-    histogram = stats.histogram(values, 50)
-    low, high = views.default_range(summary)
-    charts.histogram_figure(histogram, kind=subject.kind, title=subject.title(integer=integer), x_title="value", highlight=(low, high))
-    assert views.statistics_rows(subject, summary)
-    if subject.tensor.is_quantized:
-        view = views.code_view(subject.tensor)
-        if view.histogram is not None:
-            charts.integer_code_figure(view.histogram, kind=subject.kind, title="codes", saturation=view.saturation)
-    if views.has_channel_chart(subject):
-        axis = views.output_channel_axis(subject.op_type, subject.tensor)
-        channel_low, channel_high = stats.channel_ranges(values, axis)
-        charts.channel_range_figure(channel_low, channel_high, kind=subject.kind, title="channels", axis=axis, y_title="value")
-    return histogram
 
 
 def statistics(subject: views.Subject, *, integer: bool) -> dict[str, str]:
@@ -119,7 +101,7 @@ def test_int8_filter_views(catalog, twins):
     assert view.saturation.at_qmin == 0
     assert view.saturation.at_qmax == int(np.sum(codes == 127))
 
-    histogram = render(subject, integer=False)
+    histogram = render_subject(subject, integer=False)
     assert int(histogram.counts.sum()) == codes.size
     assert views.output_channel_axis(subject.op_type, subject.tensor) == 0
     low, high = stats.channel_ranges(views.view_values(subject.tensor, integer=False), 0)
@@ -133,7 +115,7 @@ def test_every_int8_tensor_renders(catalog):
     count = 0
     for layer, tensor in model.tensors():
         for integer in (False, True):
-            render(views.Subject.of_layer(layer, tensor), integer=integer and tensor.is_quantized)
+            render_subject(views.Subject.of_layer(layer, tensor), integer=integer and tensor.is_quantized)
         count += 1
     assert count == len(overview_rows(model)) == 9
 
@@ -179,7 +161,7 @@ def test_captured_activations_find_their_layer(catalog):
             model, mode=choices.Mode.ACTIVATIONS, layer_name=None, tensor_name=None, result=result, activation_name=name,
         )
         assert picked.subject.kind is charts.Kind.ACTIVATION
-        render(picked.subject, integer=picked.subject.tensor.is_quantized)
+        render_subject(picked.subject, integer=picked.subject.tensor.is_quantized)
         if name in (conv.output_name for conv in CONVS):
             assert choices.weight_note(picked.match).startswith(f"Matched to layer {name} (CONV_2D) by exact name")
             assert choices.matching_weight(picked.match).tensor.role.value == "weight"
@@ -208,7 +190,7 @@ def test_keras_weight_views(catalog, twins):
             )
             values = expected[layer_name][tensor_name]
             np.testing.assert_array_equal(picked.subject.tensor.values, values)
-            histogram = render(picked.subject, integer=False)
+            histogram = render_subject(picked.subject, integer=False)
             assert int(histogram.counts.sum()) == values.size
             rows = statistics(picked.subject, integer=False)
             assert "quantization" not in rows
