@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +20,74 @@ from tests.fixtures import torch_models
 from tests.fixtures.processes import printed_words
 
 
+# Saved from a script, so that the classes live in __main__, as in most users' export scripts:
+# TorchScript then names them __torch__.<Class>, without a module path.
+EXPORT_SCRIPT = """
+import sys
+import torch
+from torch import nn
+from torch.ao import quantization
+
+
+class Eager(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = quantization.QuantStub()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(8 * 6 * 6, 10)
+        self.dequant = quantization.DeQuantStub()
+
+    def forward(self, x):
+        x = self.relu(self.bn(self.conv(self.quant(x))))
+        return self.dequant(self.fc(torch.flatten(x, 1)))
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 32)
+        self.b = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+torch.manual_seed(0)
+folder = sys.argv[1]
+model = Eager().eval()
+model.qconfig = quantization.get_default_qconfig("x86")
+prepared = quantization.prepare(quantization.fuse_modules(model, [["conv", "bn", "relu"]]))
+prepared(torch.randn(4, 3, 8, 8))
+torch.jit.save(torch.jit.script(quantization.convert(prepared)), folder + "/eager_static.pt")
+for name, dtype in (("dynamic_int8", torch.qint8), ("dynamic_fp16", torch.float16)):
+    dynamic = quantization.quantize_dynamic(Mlp().eval(), {nn.Linear}, dtype=dtype)
+    torch.jit.save(torch.jit.script(dynamic), folder + "/" + name + ".pt")
+"""
+
+
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory, bundled) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("torchscript")
     model = torch_models.build_float_model()
     quantized = torch_models.save_quantized(folder, model)
+    # torch.jit.script reads the classes' source, so the script must be a file.
+    script = folder / "export.py"
+    script.write_text(EXPORT_SCRIPT)
+    subprocess.run([sys.executable, str(script), str(folder)], check=True, capture_output=True)
     return {
         "float scripted": torch_models.save_float_torchscript(folder, model, name="float.pt"),
         "int8 scripted": quantized.scripted,
         "int8 traced": quantized.traced,
         "bundled int8": bundled["resnet8_int8.pt"],
+        "eager static int8": folder / "eager_static.pt",
+        "dynamic int8": folder / "dynamic_int8.pt",
+        "dynamic fp16": folder / "dynamic_fp16.pt",
     }
+
+
+READABLE = ["float scripted", "int8 scripted", "int8 traced", "bundled int8", "eager static int8", "dynamic int8"]
 
 
 def both_readers(path: Path) -> tuple[Model, Model]:
@@ -36,7 +95,7 @@ def both_readers(path: Path) -> tuple[Model, Model]:
     return read_torchscript(path, extra_file_names=extra), read_torchscript_archive(path, extra_file_names=extra)
 
 
-@pytest.mark.parametrize("kind", ["float scripted", "int8 scripted", "int8 traced", "bundled int8"])
+@pytest.mark.parametrize("kind", READABLE)
 def test_same_layers_as_jit_load(archives, kind):
     expected, actual = both_readers(archives[kind])
     assert [(layer.name, layer.op_type) for layer in actual.layers] == [
@@ -48,7 +107,7 @@ def test_same_layers_as_jit_load(archives, kind):
         assert (got.name, got.role, got.shape, got.dtype) == (want.name, want.role, want.shape, want.dtype)
 
 
-@pytest.mark.parametrize("kind", ["float scripted", "int8 scripted", "int8 traced", "bundled int8"])
+@pytest.mark.parametrize("kind", READABLE)
 def test_same_values_as_torch(archives, kind):
     expected, actual = both_readers(archives[kind])
     quantized = 0
@@ -84,6 +143,14 @@ class Upsampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(x)
+
+
+def test_fp16_dynamic_linear_falls_back_to_jit_load(archives):
+    path = archives["dynamic fp16"]
+    with pytest.raises(NotReadable):
+        read_torchscript_archive(path, extra_file_names=[])
+    model = open_model(path)
+    assert model.layer("a").weight.dtype == "float32"
 
 
 def test_unknown_state_falls_back_to_jit_load(tmp_path):

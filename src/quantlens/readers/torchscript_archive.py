@@ -135,7 +135,7 @@ _JIT_PICKLE = frozenset(
 
 class _Unpickler(torch_archive._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("__torch__."):
+        if module == "__torch__" or module.startswith("__torch__."):
             return _script_class(module, name)
         if module == "torch.jit._pickle" and name in _JIT_PICKLE:
             return _identity
