@@ -7,6 +7,10 @@ with the kernels turned off.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -173,3 +177,41 @@ def test_summarize_with_histogram_equals_separate_calls(kernels_on, fill):
         summary, histogram = call(stats.summarize_with_histogram, values, 40)
         assert_same_summary(summary, call(stats.summarize, values))
         assert_same_histogram(histogram, call(stats.histogram, values, 40))
+
+
+THREADS_SCRIPT = """
+import threading
+import numpy as np
+from quantlens import _kernels, stats
+
+_kernels.MIN_SIZE = 1000
+values = np.random.default_rng(9).normal(0, 1, 40_000).astype(np.float32)
+expected = stats.summarize_with_histogram(values, 30)
+results = []
+
+def work():
+    for _ in range(5):
+        results.append(stats.summarize_with_histogram(values, 30))
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+same = all(
+    summary == expected[0] and np.array_equal(histogram.counts, expected[1].counts)
+    for summary, histogram in results
+)
+print(len(results), same)
+"""
+
+
+def test_kernels_from_several_threads():
+    # The app computes statistics in one thread per browser session. numba's workqueue layer,
+    # its fallback without an OpenMP runtime, aborts on concurrent launches unless they wait.
+    environment = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    result = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT], capture_output=True, text=True, env=environment, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["15", "True"]

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 # Below this many elements the numpy loops take well under a second and need no compilation.
 MIN_SIZE = 1 << 22
+
+# One parallel kernel at a time. Without an OpenMP or TBB runtime numba falls back to its
+# workqueue threading layer, which aborts the process when two threads launch kernels at once.
+# The app runs each browser session in its own thread.
+_LAUNCH = threading.Lock()
 
 
 @functools.cache
@@ -63,7 +69,7 @@ def moments(flat: np.ndarray) -> Moments | None:
 
     Sums run in float64, shifted by the first element so that a large mean does not cancel the
     variance. min and max are taken on the integer order of the float bits, which the compiler
-    vectorizes where a float comparison with NaN rules would not; that order equals the float
+    vectorizes where a float comparison with NaN rules would not. That order equals the float
     order once the pass has shown that no value is NaN.
     """
     int_type, exponent, flip = _bit_layout(flat.dtype)
@@ -71,9 +77,10 @@ def moments(flat: np.ndarray) -> Moments | None:
     compiled = _compiled()
     parts = compiled.numba.get_num_threads()
     shift = float(flat[0])
-    sums, zeros, bad, low_keys, high_keys = compiled.moments_parts(
-        flat, bits, shift, int_type(exponent), int_type(flip), parts
-    )
+    with _LAUNCH:
+        sums, zeros, bad, low_keys, high_keys = compiled.moments_parts(
+            flat, bits, shift, int_type(exponent), int_type(flip), parts
+        )
     if int(bad.sum()) > 0:
         return None
     count = flat.size
@@ -98,7 +105,7 @@ def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[n
 
     Bin i contains ``edges[i] <= v < edges[i + 1]`` and the last bin also contains ``edges[-1]``, as
     in ``np.histogram``. NaN, infinity and values outside the edges are left out. A value's bin
-    comes from float64 arithmetic; where that position lies within ``tolerance`` bins of an
+    comes from float64 arithmetic. Where that position lies within ``tolerance`` bins of an
     edge, the value is compared with the edges themselves, so the result follows them exactly.
     """
     bins = edges.size - 1
@@ -107,7 +114,8 @@ def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[n
     bounds[bins] = np.inf  # the last bin includes its upper edge
     compiled = _compiled()
     parts = compiled.numba.get_num_threads()
-    counts = compiled.histogram_parts(flat, low, high, bins / (high - low), bins, bounds, tolerance, parts)
+    with _LAUNCH:
+        counts = compiled.histogram_parts(flat, low, high, bins / (high - low), bins, bounds, tolerance, parts)
     return counts[:bins].copy(), int(counts[bins])
 
 
