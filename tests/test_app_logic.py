@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib
 import io
 import os
@@ -823,3 +824,42 @@ def test_app_on_busy_port_is_one_line_error(capsys):
     assert err.count("\n") == 1
     assert f"127.0.0.1:{port}" in err
     assert "another program is listening there" in err
+
+
+WARM_UP_NOTEBOOK = """
+import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[0]).with_suffix(".json").write_text(json.dumps(sys.argv[1:]))
+    return
+"""
+
+
+def test_warm_up_runs_notebook_with_its_arguments(tmp_path):
+    from quantlens.app import serve
+
+    notebook = tmp_path / "probe.py"
+    notebook.write_text(WARM_UP_NOTEBOOK)
+    argv = ["serve", "run", str(notebook), "--host", "127.0.0.1", "--", "--model=a.onnx", "--data-dir=d.py"]
+    before = list(sys.argv)
+    serve.warm_up(argv)
+    assert sys.argv == before
+    assert json.loads((tmp_path / "probe.json").read_text()) == ["--model=a.onnx", "--data-dir=d.py"]
+
+
+def test_warm_up_ignores_failing_notebook(tmp_path):
+    from quantlens.app import serve
+
+    notebook = tmp_path / "broken.py"
+    notebook.write_text("raise RuntimeError('broken notebook')\n")
+    before = list(sys.argv)
+    serve.warm_up(["serve", "run", str(notebook)])
+    assert sys.argv == before

@@ -78,10 +78,10 @@ def moments(flat: np.ndarray) -> Moments | None:
     parts = compiled.numba.get_num_threads()
     shift = float(flat[0])
     with _LAUNCH:
-        sums, zeros, bad, low_keys, high_keys = compiled.moments_parts(
+        sums, zeros, non_finite, low_keys, high_keys = compiled.moments_parts(
             flat, bits, shift, int_type(exponent), int_type(flip), parts
         )
-    if int(bad.sum()) > 0:
+    if int(non_finite.sum()) > 0:
         return None
     count = flat.size
     total = float(sums[:, 0].sum())
@@ -101,7 +101,7 @@ def moments(flat: np.ndarray) -> Moments | None:
 
 
 def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[np.ndarray, int]:
-    """Count ``flat`` into the equal-width bins ``edges``; return counts and the number left out.
+    """Return the counts of ``flat`` in the equal-width bins ``edges``, and the number left out.
 
     Bin i contains ``edges[i] <= v < edges[i + 1]`` and the last bin also contains ``edges[-1]``, as
     in ``np.histogram``. NaN, infinity and values outside the edges are left out. A value's bin

@@ -18,7 +18,7 @@ def _moments_block(values, bits, shift, exponent, flip):
     total = 0.0
     squares = 0.0
     zeros = 0
-    bad = 0
+    non_finite = 0
     sign = bits.itemsize * 8 - 1
     low_key = bits[0] ^ ((bits[0] >> sign) & flip)
     high_key = low_key
@@ -28,18 +28,19 @@ def _moments_block(values, bits, shift, exponent, flip):
         squares += d * d
         zeros += np.int64(values[i] == 0)
         b = bits[i]
-        bad += np.int64((b & exponent) == exponent)
+        non_finite += np.int64((b & exponent) == exponent)
         key = b ^ ((b >> sign) & flip)
         low_key = min(low_key, key)
         high_key = max(high_key, key)
-    return total, squares, zeros, bad, low_key, high_key
+    return total, squares, zeros, non_finite, low_key, high_key
+
 
 @numba.njit(parallel=True, cache=True)
 def moments_parts(values, bits, shift, exponent, flip, parts):
     step = (values.size + parts - 1) // parts
     sums = np.zeros((parts, 2))
     zeros = np.zeros(parts, np.int64)
-    bad = np.zeros(parts, np.int64)
+    non_finite = np.zeros(parts, np.int64)
     low_keys = np.empty(parts, bits.dtype)
     high_keys = np.empty(parts, bits.dtype)
     # MIN_SIZE is far above the number of parts, so no part is empty.
@@ -50,12 +51,14 @@ def moments_parts(values, bits, shift, exponent, flip, parts):
         sums[p, 0] = result[0]
         sums[p, 1] = result[1]
         zeros[p] = result[2]
-        bad[p] = result[3]
+        non_finite[p] = result[3]
         low_keys[p] = result[4]
         high_keys[p] = result[5]
-    return sums, zeros, bad, low_keys, high_keys
+    return sums, zeros, non_finite, low_keys, high_keys
 
-@numba.njit(**_FAST)
+
+# No fastmath here: NaN must compare as outside the range, which fastmath lets LLVM assume away.
+@numba.njit(cache=True, nogil=True)
 def _positions(values, low, high, scale, bins, tolerance, index):
     # Bin index per value (``bins`` for values left out) and how many positions lie within
     # ``tolerance`` of an inner or outer edge, where rounding may have chosen the wrong bin.
@@ -71,6 +74,7 @@ def _positions(values, low, high, scale, bins, tolerance, index):
         index[i] = j if inside else bins
     return near
 
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _snap(values, bounds, bins, index):
     for i in range(values.size):
@@ -82,6 +86,7 @@ def _snap(values, bounds, bins, index):
             elif w >= bounds[j + 1]:
                 j += 1
             index[i] = j
+
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _scatter(index, counts, stride):
@@ -97,6 +102,7 @@ def _scatter(index, counts, stride):
     for i in range(whole, n):
         counts[index[i]] += 1
 
+
 @numba.njit(cache=True, nogil=True)
 def _histogram_block(values, low, high, scale, bins, bounds, tolerance, counts):
     index = np.empty(STEP, np.int64)
@@ -107,6 +113,7 @@ def _histogram_block(values, low, high, scale, bins, bounds, tolerance, counts):
         if _positions(chunk, low, high, scale, bins, tolerance, step_index):
             _snap(chunk, bounds, bins, step_index)
         _scatter(step_index, counts, stride)
+
 
 @numba.njit(parallel=True, cache=True)
 def histogram_parts(values, low, high, scale, bins, bounds, tolerance, parts):

@@ -37,10 +37,11 @@ def warm_up(argv: Sequence[str]) -> None:
     Failures are logged and ignored: the browser session runs the same cells and reports them.
     """
     arguments = list(argv[1:])
-    notebook = next((item for item in arguments if item.endswith(".py")), None)
+    split = arguments.index("--") if "--" in arguments else len(arguments)
+    marimo_arguments, notebook_arguments = arguments[:split], arguments[split + 1 :]
+    notebook = next((item for item in marimo_arguments if item.endswith(".py")), None)
     if notebook is None:
         return
-    notebook_arguments = arguments[arguments.index("--") + 1 :] if "--" in arguments else []
     saved = sys.argv
     sys.argv = [notebook, *notebook_arguments]
     start = time.perf_counter()

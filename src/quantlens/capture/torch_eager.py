@@ -63,10 +63,10 @@ class EagerCapture:
             # Each pass adds at least one module, so this ends.
             logger.debug("outputs of %s are changed in place later; running again with copies", sorted(changed))
             self._copied |= changed
-        kept = tuple(record for record in records if selection.keeps(record.name, record.layer))
-        selection.check_found(kept, model=self.session.path.name)
+        selected = tuple(record for record in records if selection.keeps(record.name, record.layer))
+        selection.check_found(selected, model=self.session.path.name)
         outputs = tuple(_output_array(value) for _, value in flatten_outputs(output, ""))
-        return CapturedRun(activations=kept, outputs=outputs)
+        return CapturedRun(activations=selected, outputs=outputs)
 
     def _forward(self, inputs: np.ndarray, selection: Selection, keeper: _Keeper) -> tuple[list[Activation], Any]:
         import torch

@@ -166,24 +166,27 @@ def port_number(text: str) -> int:
 
 def check_port(host: str, port: int) -> None:
     """Raise InputError when the server could not listen on ``host``:``port`` now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # The server sets SO_REUSEADDR too, so a port that only lingers after a closed connection counts as free.
+    with socket.socket(_address_family(host), socket.SOCK_STREAM) as probe:
+        # uvicorn sets SO_REUSEADDR too, so a port that only lingers after a closed connection is
+        # free for it.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
             reason = "another program is listening there" if error.errno == errno.EADDRINUSE else error.strerror
             raise InputError(
-                f"cannot serve on {host}:{port}: {reason}; pick another --port, or leave --port out "
+                f"failed to listen on {host}:{port}: {reason}; pick another --port, or leave --port out "
                 "to use a free one"
             ) from error
 
 
+def _address_family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_port(host: str) -> int:
     """Return a TCP port that is free on ``host`` now (another process may take it later)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_address_family(host), socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
 

@@ -42,7 +42,8 @@ _CONV_UNPACK_OPS = {
 }
 
 
-def _qualified(prefix: str, attribute: str) -> str:
+def state_dict_key(prefix: str, attribute: str) -> str:
+    """Join a module name and an attribute the way ``state_dict()`` keys do (the root module is ``""``)."""
     return f"{prefix}.{attribute}" if prefix else attribute
 
 
@@ -93,14 +94,14 @@ def _packed_params_of(module: Any) -> torch.ScriptObject | None:
 
 def _packed_tensors(name: str, op_type: str, module: Any, packed: torch.ScriptObject) -> Iterator[Tensor]:
     weight, bias = unpack_params(name, op_type, packed)
-    yield tensor_record(_qualified(name, "weight"), weight, role=Role.WEIGHT)
+    yield tensor_record(state_dict_key(name, "weight"), weight, role=Role.WEIGHT)
     if bias is not None:
-        yield tensor_record(_qualified(name, "bias"), bias, role=Role.BIAS)
+        yield tensor_record(state_dict_key(name, "bias"), bias, role=Role.BIAS)
     # The output scale and zero_point are plain Python numbers on quantized modules.
     for attribute in ("scale", "zero_point"):
         value = getattr(module, attribute, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield scalar_record(_qualified(name, attribute), value)
+            yield scalar_record(state_dict_key(name, attribute), value)
 
 
 def module_tensors(name: str, op_type: str, module: Any) -> list[Tensor]:
@@ -115,9 +116,9 @@ def module_tensors(name: str, op_type: str, module: Any) -> list[Tensor]:
     if packed is not None:
         tensors.extend(_packed_tensors(name, op_type, module, packed))
     for attribute, parameter in module.named_parameters(recurse=False):
-        tensors.append(tensor_record(_qualified(name, attribute), parameter))
+        tensors.append(tensor_record(state_dict_key(name, attribute), parameter))
     for attribute, buffer in module.named_buffers(recurse=False):
-        tensors.append(tensor_record(_qualified(name, attribute), buffer))
+        tensors.append(tensor_record(state_dict_key(name, attribute), buffer))
     return tensors
 
 

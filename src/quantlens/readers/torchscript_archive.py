@@ -1,11 +1,11 @@
 """Read TorchScript archives without importing torch.
 
 ``import torch`` takes about a second here, longer than reading a ResNet-50-sized archive. A
-TorchScript archive's ``data.pkl`` is a pickle of the module tree: each module is an object of a
-``__torch__.<path>.<Class>`` class whose state is a dict of attributes, tensors are
-``torch._utils._rebuild_tensor_v2`` and ``_rebuild_qtensor`` calls on storages in ``data/``, and
-``code/`` contains each class's source, whose ``__parameters__`` and ``__buffers__`` lines name the
-attributes that are parameters and buffers.
+TorchScript archive's ``data.pkl`` is a pickle of the module tree. Each module is an object of a
+``__torch__.<path>.<Class>`` class whose state is a dict of attributes. Tensors are
+``torch._utils._rebuild_tensor_v2`` and ``_rebuild_qtensor`` calls on storages in ``data/``.
+``code/`` contains each class's source, whose ``__parameters__`` and ``__buffers__`` lines name
+the attributes that are parameters and buffers.
 
 This module unpickles that file with placeholder classes and reads the same layers and tensors
 that ``torch.jit.load`` plus ``torch_modules.layers_from_module`` give: module order, class
@@ -29,13 +29,11 @@ import numpy as np
 
 from quantlens.readers import torch_archive
 from quantlens.readers.torch_archive import StoredTensor
+from quantlens.readers.torch_modules import INPUT_EXTRA_FILE, PACKED_PARAMS, state_dict_key
 from quantlens.readers.torch_tensors import build_layers, input_spec_from_metadata, role_for_key, scalar_record
-from quantlens.records import INPUT_METADATA_KEY, INTEGER_RANGES, Layer, Model, Quantization, Role, Tensor
+from quantlens.records import INTEGER_RANGES, Layer, Model, Quantization, Role, Tensor
 
-INPUT_EXTRA_FILE = f"{INPUT_METADATA_KEY}.json"
-PACKED_PARAMS = "_packed_params"
-
-# Quantized storages: numpy dtype of the stored integers and the storage type quantlens reports.
+# Quantized storage class -> integer type of its elements.
 _QUANTIZED_STORAGES = {"QInt8Storage": "int8", "QUInt8Storage": "uint8", "QInt32Storage": "int32"}
 _PER_TENSOR = ("per_tensor_affine", "per_tensor_symmetric")
 _PER_CHANNEL = ("per_channel_affine", "per_channel_symmetric")
@@ -82,7 +80,7 @@ class _QuantizedTensor:
             raise NotReadable("a quantized tensor has a storage of an unexpected type")
         self.codes = torch_archive._rebuild_tensor(storage, offset, size, stride)
         if not isinstance(params, tuple) or not params or params[0] not in (*_PER_TENSOR, *_PER_CHANNEL):
-            raise NotReadable(f"unknown quantizer parameters {str(params)[:80]}")
+            raise NotReadable(f"unsupported quantizer parameters {str(params)[:80]}")
         self.params = params
 
     def quantization(self) -> Quantization:
@@ -164,7 +162,7 @@ class _Classes:
         self._cache: dict[str, dict[str, dict[str, list[str]]]] = {}
 
     def members(self, qualified_name: str) -> dict[str, list[str]]:
-        """Return {"__parameters__": [...], "__buffers__": [...]} of a ``__torch__`` class."""
+        """Return the attribute names of a ``__torch__`` class, by ``__parameters__`` and ``__buffers__``."""
         module, _, name = qualified_name.rpartition(".")
         if module not in self._cache:
             source_name = f"{self._prefix}code/{module.replace('.', '/')}.py"
@@ -267,14 +265,10 @@ def _layers(root: _ScriptObject, classes: _Classes) -> tuple[Layer, ...]:
     return build_layers(grouped, op_types)
 
 
-def _qualified(prefix: str, attribute: str) -> str:
-    return f"{prefix}.{attribute}" if prefix else attribute
-
-
 def _module_tensors(name: str, module: _ScriptObject, classes: _Classes) -> list[Tensor]:
     if _is_conv_state(module):
         state = module.state
-        if not state[11] is None and not isinstance(state[11], StoredTensor):
+        if state[11] is not None and not isinstance(state[11], StoredTensor):
             raise NotReadable(f"module {name!r} has a bias of an unexpected type")
         return list(_packed(name, state[10], state[11], state[12], state[13]))
     if not isinstance(module.state, dict):
@@ -290,7 +284,7 @@ def _module_tensors(name: str, module: _ScriptObject, classes: _Classes) -> list
     for kind in ("__parameters__", "__buffers__"):
         for attribute in state:
             if attribute in members[kind] and state[attribute] is not None:
-                tensors.append(_tensor(_qualified(name, attribute), state[attribute], role=role_for_key(attribute)))
+                tensors.append(_tensor(state_dict_key(name, attribute), state[attribute], role=role_for_key(attribute)))
     return tensors
 
 
@@ -304,12 +298,12 @@ def _linear_packed(name: str, module: _ScriptObject, packed: Any) -> Iterator[Te
 
 
 def _packed(name: str, weight: _QuantizedTensor, bias: Any, scale: Any, zero_point: Any) -> Iterator[Tensor]:
-    yield _tensor(_qualified(name, "weight"), weight, role=Role.WEIGHT)
+    yield _tensor(state_dict_key(name, "weight"), weight, role=Role.WEIGHT)
     if bias is not None:
-        yield _tensor(_qualified(name, "bias"), bias, role=Role.BIAS)
+        yield _tensor(state_dict_key(name, "bias"), bias, role=Role.BIAS)
     for attribute, value in (("scale", scale), ("zero_point", zero_point)):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield scalar_record(_qualified(name, attribute), value)
+            yield scalar_record(state_dict_key(name, attribute), value)
 
 
 def _tensor(name: str, value: Any, *, role: Role) -> Tensor:
