@@ -168,6 +168,73 @@ def test_histogram_maximum_lands_in_last_bin(kernels_on):
     np.testing.assert_array_equal(kernel.counts, np.histogram(values, 4)[0])
 
 
+def exact_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts by comparing each value with the float64 edges, as ``np.histogram`` defines them."""
+    wide = values.astype(np.float64)
+    wide = wide[(wide >= edges[0]) & (wide <= edges[-1])]
+    index = np.minimum(np.searchsorted(edges, wide, side="right") - 1, edges.size - 2)
+    return np.bincount(index, minlength=edges.size - 1)
+
+
+@pytest.fixture
+def float64_binning_off(kernels_on, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The float32 histogram of up to PAIR_BINS bins must not reach the float64 kernel.
+    from quantlens import _kernels_numba
+
+    def reject(*args):
+        raise AssertionError("float32 values reached the float64 binning kernel")
+
+    monkeypatch.setattr(_kernels_numba, "histogram_parts", reject)
+
+
+@pytest.mark.parametrize("size", [4096 * 3 + 5, 20_000, 20_001])
+def test_float32_codes_on_edges(float64_binning_off, size):
+    # Codes times 2**-3 over 63 bins: every value lies exactly on an edge.
+    codes = np.random.default_rng(size).integers(-32, 32, size)
+    codes[:2] = [-32, 31]
+    values = (codes * 0.125).astype(np.float32)
+    result = stats.histogram(values, 63)
+    np.testing.assert_array_equal(result.counts, exact_counts(values, result.edges))
+    assert result.total == size
+
+
+def test_float32_values_beside_edges(float64_binning_off):
+    # Codes times 0.1 in float32 lie a rounding step beside the float64 edges, on either side.
+    codes = np.random.default_rng(6).integers(-30, 31, 30_000)
+    values = (codes * 0.1).astype(np.float32)
+    for bins in (10, 60, 64):
+        result = stats.histogram(values, bins, value_range=(-3.0, 3.0))
+        np.testing.assert_array_equal(result.counts, exact_counts(values, result.edges))
+
+
+def test_float32_range_between_floats(float64_binning_off):
+    # Range bounds that float32 cannot hold: the float32 values beside them fall on either side.
+    low, high = 0.1, 0.7
+    beside = [np.nextafter(np.float32(bound), np.float32(direction)) for bound in (low, high) for direction in (-1, 1)]
+    values = np.concatenate([np.float32(beside * 1000), normal(10_000) * np.float32(0.3) + np.float32(0.4)])
+    values[::501] = np.nan
+    result = stats.histogram(values, 40, value_range=(low, high))
+    np.testing.assert_array_equal(result.counts, exact_counts(values, result.edges))
+    assert result.excluded == values.size - int(exact_counts(values, result.edges).sum())
+
+
+@pytest.mark.parametrize(("spread", "kernel"), [(1e-4, "histogram_parts32"), (1e-6, "histogram_parts")])
+def test_float32_far_from_zero(kernels_on, monkeypatch, spread, kernel):
+    # A range narrow for its distance from zero makes float32 positions coarse: many values are
+    # placed by the edge check (1e-4), or, beyond a quarter bin of error, the float64 kernel bins
+    # them (1e-6).
+    from quantlens import _kernels_numba
+
+    called = []
+    original = getattr(_kernels_numba, kernel)
+    monkeypatch.setattr(_kernels_numba, kernel, lambda *args: called.append(kernel) or original(*args))
+    values = (1e3 + normal(20_000, np.float64) * 1e3 * spread).astype(np.float32)
+    result = stats.histogram(values, 50)
+    assert called == [kernel]
+    np.testing.assert_array_equal(result.counts, exact_counts(values, result.edges))
+    assert_same_histogram(result, numpy_only(stats.histogram, values, 50))
+
+
 @pytest.mark.parametrize("fill", [None, np.nan, np.inf])
 def test_summarize_with_histogram_equals_separate_calls(kernels_on, fill):
     values = normal(9000, seed=5)

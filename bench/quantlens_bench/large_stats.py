@@ -5,9 +5,7 @@ floor: the faster of ``np.sum`` and ``arr.max()`` over the same array, one pass 
 byte once, so its time is set by memory bandwidth.
 
 quantlens needs two passes: the summary (which gives the histogram's range) and the binning.
-The notes time each pass alone, and the counting step of the binning on its own. That step is
-the compiled scatter of precomputed bin indices, timed on one cache-resident chunk called as
-many times as the array has chunks and divided by the number of cores the kernels use.
+The notes time each pass alone.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from quantlens_bench.measure import Quantity, Row, format_count, format_quantity
 
 TARGET_RATIO = 4.0
 BINS = 50
-CHUNK = 1 << 16
 
 
 def _median_time(function: object, repeats: int) -> float:
@@ -47,9 +44,6 @@ def time_statistics(size: int, repeats: int, seed: int = 0) -> dict[str, object]
     low, high = float(values.min()), float(values.max())
     binning = _median_time(lambda: stats.histogram(values, BINS, value_range=(low, high)), repeats)
 
-    chunk = values[:CHUNK].astype(np.float64)
-    indices = np.minimum(((chunk - low) * (BINS / (high - low))).astype(np.int64), BINS - 1)
-    calls = size // CHUNK
     result: dict[str, object] = {
         "floor_sum": floor_sum,
         "floor_max": floor_max,
@@ -61,22 +55,7 @@ def time_statistics(size: int, repeats: int, seed: int = 0) -> dict[str, object]
     if result["compiled"]:
         from quantlens import _kernels_numba
 
-        counts = np.zeros(4 * (BINS + 1), dtype=np.int64)
-
-        def count_only() -> None:
-            for _ in range(calls):
-                _kernels_numba._scatter(indices, counts, BINS + 1)
-
-        cores = _kernels_numba.numba.get_num_threads()
-        result["scatter"] = _median_time(count_only, repeats) * size / (calls * CHUNK) / cores
-        result["cores"] = cores
-    else:
-
-        def bincount_only() -> None:
-            for _ in range(calls):
-                np.bincount(indices, minlength=BINS)
-
-        result["scatter"] = _median_time(bincount_only, repeats) * size / (calls * CHUNK)
+        result["cores"] = _kernels_numba.numba.get_num_threads()
     return result
 
 
@@ -85,23 +64,17 @@ def rows(*, size: int, repeats: int) -> list[Row]:
     floor = min(result.number("floor_sum"), result.number("floor_max"))
     ours = result.number("quantlens")
     met = ours <= TARGET_RATIO * floor
-    summary, binning, scatter = (result.number(key) for key in ("summarize", "binning", "scatter"))
+    summary, binning = result.number("summarize"), result.number("binning")
     notes = (
         f"median of {repeats}; np.sum {format_quantity(result.number('floor_sum'), 's')}, "
         f"arr.max() {format_quantity(result.number('floor_max'), 's')}; "
         f"summary pass {format_quantity(summary, 's')} = {summary / floor:.1f}x, "
-        f"binning pass {format_quantity(binning, 's')} = {binning / floor:.1f}x"
+        f"binning pass {format_quantity(binning, 's')} = {binning / floor:.1f}x; "
     )
     if result.data.get("compiled"):
-        notes += (
-            f"; compiled kernels on {result.number('cores'):.0f} cores; their counting step alone (scatter of "
-            f"precomputed indices) {format_quantity(scatter, 's')} = {scatter / floor:.1f}x"
-        )
+        notes += f"compiled kernels on {result.number('cores'):.0f} cores"
     else:
-        notes += (
-            f"; numba is not installed, so numpy loops ran; np.bincount over precomputed indices alone "
-            f"{format_quantity(scatter, 's')} = {scatter / floor:.1f}x"
-        )
+        notes += "numba is not installed, so numpy loops ran"
     return [
         Row(
             case=f"summary + histogram of {format_count(size)} float32 values",

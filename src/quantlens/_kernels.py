@@ -105,8 +105,10 @@ def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[n
 
     Bin i contains ``edges[i] <= v < edges[i + 1]`` and the last bin also contains ``edges[-1]``, as
     in ``np.histogram``. NaN, infinity and values outside the edges are left out. A value's bin
-    comes from float64 arithmetic. Where that position lies within ``tolerance`` bins of an
-    edge, the value is compared with the edges themselves, so the result follows them exactly.
+    comes from float64 arithmetic (float32 for float32 values in up to ``PAIR_BINS`` bins).
+    Where that position lies within ``tolerance`` bins of an edge (a bound of float32's error
+    in the float32 case), the value is compared with the edges themselves, so the result
+    follows them exactly.
     """
     bins = edges.size - 1
     low, high = float(edges[0]), float(edges[-1])
@@ -114,9 +116,44 @@ def bin_counts(flat: np.ndarray, edges: np.ndarray, tolerance: float) -> tuple[n
     bounds[bins] = np.inf  # the last bin includes its upper edge
     compiled = _compiled()
     parts = compiled.numba.get_num_threads()
-    with _LAUNCH:
-        counts = compiled.histogram_parts(flat, low, high, bins / (high - low), bins, bounds, tolerance, parts)
+    counts = None
+    if flat.dtype == np.float32 and bins <= compiled.PAIR_BINS and flat.size // parts < 1 << 32:
+        counts = _bin_counts32(compiled, flat, low, high, bounds, parts)
+    if counts is None:
+        with _LAUNCH:
+            counts = compiled.histogram_parts(flat, low, high, bins / (high - low), bins, bounds, tolerance, parts)
     return counts[:bins].copy(), int(counts[bins])
+
+
+def _bin_counts32(compiled, flat: np.ndarray, low: float, high: float, bounds: np.ndarray, parts: int) -> np.ndarray | None:
+    """Bin float32 values with float32 arithmetic: counts per bin, then the number left out.
+
+    None when float32 cannot express the bin arithmetic for this range (the caller then bins
+    in float64): a scale beyond float32, or rounding errors of a quarter bin.
+
+    A value's position ``x * scale + offset`` takes four float32 roundings (scale, offset, the
+    product, the sum), each at most 2**-24 of a magnitude below ``max(|low|, |high|) / width``
+    or ``bins + 1`` bins. Positions within twice their sum of a whole number are flagged and
+    placed by comparing the value with the float64 edges, so the counts follow the edges exactly.
+    The range test compares with the float32 values closest to ``low`` and ``high`` inside the
+    range, which for float32 values is the same as comparing with ``low`` and ``high``.
+    """
+    bins = bounds.size - 2
+    scale = bins / (high - low)
+    width = (high - low) / bins
+    tolerance = 2.0**-22 * (2 * max(abs(low), abs(high)) / width + bins + 1)
+    largest = float(np.finfo(np.float32).max)
+    if not (tolerance < 0.25 and scale < largest and abs(low * scale) < largest):
+        return None
+    low32, high32 = np.float32(low), np.float32(high)
+    if low32 < low:
+        low32 = np.nextafter(low32, np.float32(np.inf))
+    if high32 > high:
+        high32 = np.nextafter(high32, np.float32(-np.inf))
+    with _LAUNCH:
+        return compiled.histogram_parts32(
+            flat, low32, high32, np.float32(scale), np.float32(-low * scale), bins, np.float32(tolerance), bounds, parts
+        )
 
 
 def _compiled():

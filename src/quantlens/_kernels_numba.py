@@ -126,3 +126,95 @@ def histogram_parts(values, low, high, scale, bins, bounds, tolerance, parts):
         _histogram_block(values[start:stop], low, high, scale, bins, bounds, tolerance, counts[p])
     return counts.sum(axis=0).reshape(4, stride).sum(axis=0)
 
+
+
+# The float32 histogram for up to PAIR_BINS bins. One byte per value contains its bin (``bins`` for
+# values left out) and, in the top bit, whether float32 rounding may have chosen the wrong bin.
+# The counting step then adds one per pair of values to a (bins + 1) x (bins + 1) table, which
+# halves the scattered increments, the slowest part of binning.
+PAIR_BINS = 64
+_NEAR = np.uint8(0x80)
+
+
+# No fastmath: NaN must compare as outside the range.
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _codes32(values, low, high, scale, offset, bins, tolerance, codes):
+    last = np.float32(bins - 1)
+    outside = np.float32(bins)
+    near_any = False
+    for i in range(values.size):
+        x = values[i]
+        position = x * scale + offset
+        inside = (x >= low) & (x <= high)
+        clamped = min(max(position, np.float32(0.0)), last) if inside else outside
+        near = inside & (np.abs(position - np.rint(position)) < tolerance)
+        codes[i] = np.uint8(np.int32(clamped)) | (np.uint8(near) << 7)
+        near_any |= near
+    return near_any
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _place_near(values, bounds, codes, start, stop):
+    # Values flagged near an edge: move from the rounded bin to the one the edges give.
+    for i in range(start, stop):
+        if codes[i] & _NEAR:
+            x = np.float64(values[i])
+            j = np.int64(codes[i] & 0x7F)
+            while x < bounds[j]:
+                j -= 1
+            while x >= bounds[j + 1]:
+                j += 1
+            codes[i] = np.uint8(j)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _resolve32(values, bounds, codes):
+    # Flags are rare: test eight codes at a time and look closer only where one is set.
+    whole = codes.size - codes.size % 8
+    words = codes[:whole].view(np.uint64)
+    for w in range(words.size):
+        if words[w] & np.uint64(0x8080808080808080):
+            _place_near(values, bounds, codes, 8 * w, 8 * w + 8)
+    _place_near(values, bounds, codes, whole, codes.size)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _count_pairs(codes, keys, table, stride, single):
+    # Pair value i with value i + half; an odd last value is counted alone.
+    half = codes.size // 2
+    for i in range(half):
+        keys[i] = np.uint16(codes[i]) * np.uint16(stride) + np.uint16(codes[i + half])
+    for i in range(half):
+        table[keys[i]] += 1
+    if codes.size % 2:
+        single[codes[codes.size - 1]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _histogram_block32(values, low, high, scale, offset, bins, tolerance, bounds, table, single):
+    codes = np.empty(STEP, np.uint8)
+    keys = np.empty(STEP // 2, np.uint16)
+    stride = bins + 1
+    for start in range(0, values.size, STEP):
+        chunk = values[start : start + STEP]
+        step_codes = codes[: chunk.size]
+        if _codes32(chunk, low, high, scale, offset, bins, tolerance, step_codes):
+            _resolve32(chunk, bounds, step_codes)
+        _count_pairs(step_codes, keys, table, stride, single)
+
+
+@numba.njit(parallel=True, cache=True)
+def histogram_parts32(values, low, high, scale, offset, bins, tolerance, bounds, parts):
+    step = (values.size + parts - 1) // parts
+    stride = bins + 1
+    # uint32 cells: a part's pairs number at most 2**31 (its size is checked by the caller).
+    tables = np.zeros((parts, stride * stride), np.uint32)
+    singles = np.zeros((parts, stride), np.int64)
+    for p in numba.prange(parts):
+        start = p * step
+        stop = min(start + step, values.size)
+        _histogram_block32(
+            values[start:stop], low, high, scale, offset, bins, tolerance, bounds, tables[p], singles[p]
+        )
+    pairs = tables.astype(np.int64).sum(axis=0).reshape(stride, stride)
+    return pairs.sum(axis=1) + pairs.sum(axis=0) + singles.sum(axis=0)
