@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import plotly.io as pio
 import pytest
 from PIL import Image
 
 from quantlens import stats
-from quantlens.app import charts, choices, session, views
+from quantlens.app import charts, choices, histogram_widget, session, views
 from quantlens.app.catalog import build_catalog
 from quantlens.app.config import AppConfig, notebook_arguments
 from quantlens.app.naming import MatchRule, canonical_name, resolve_layer
@@ -65,90 +64,76 @@ def bar_trace(figure):
 # Charts
 
 
+def widget_spec(histogram, kind=charts.Kind.WEIGHT, **options):
+    return histogram_widget.histogram_spec(histogram, kind=kind, title="t", x_title="value", **options)
+
+
 @pytest.mark.parametrize("bins", [10, 50, 55, 200])
-def test_histogram_figure_has_one_bar_per_bin(bins):
+def test_histogram_spec_has_one_bar_per_bin(bins):
     values = np.random.default_rng(0).normal(size=10_000)
-    figure = charts.histogram_figure(
-        stats.histogram(values, bins), kind=charts.Kind.WEIGHT, title="t", x_title="value"
-    )
-    bar = bar_trace(figure)
-    assert len(bar.x) == bins
-    assert len(bar.y) == bins
-    assert len(bar.width) == bins
+    spec = widget_spec(stats.histogram(values, bins))
+    assert len(spec["edges"]) == bins + 1
+    assert len(spec["percents"]) == bins
+    assert len(spec["labels"]) == bins
+    assert len(spec["colors"]) == bins
 
 
-def test_histogram_figure_y_axis_in_percent():
-    values = np.arange(1000, dtype=np.float32)
-    figure = charts.histogram_figure(
-        stats.histogram(values, 20), kind=charts.Kind.WEIGHT, title="t", x_title="value"
-    )
-    bar = bar_trace(figure)
-    assert sum(bar.y) == pytest.approx(100.0)
-    assert bar.y[0] == pytest.approx(5.0)
-    assert figure.layout.yaxis.ticksuffix == "%"
-    assert "%" in figure.layout.yaxis.title.text
+def test_histogram_spec_in_percent():
+    spec = widget_spec(stats.histogram(np.arange(1000, dtype=np.float32), 20))
+    assert sum(spec["percents"]) == pytest.approx(100.0)
+    assert spec["percents"][0] == pytest.approx(5.0)
+    assert "%" in spec["y_title"]
 
 
-def test_histogram_hover_shows_bin_range_and_percent():
-    histogram = stats.histogram(np.array([0.0, 1.0, 2.0, 3.0]), 2)
-    bar = bar_trace(charts.histogram_figure(histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v"))
-    assert "%{customdata}" in bar.hovertemplate
-    assert "%{y:.3g}%" in bar.hovertemplate
-    assert list(bar.customdata) == ["0 to 1.5 (2 elements)", "1.5 to 3 (2 elements)"]
+def test_histogram_hover_labels_bin_range():
+    spec = widget_spec(stats.histogram(np.array([0.0, 1.0, 2.0, 3.0]), 2))
+    assert spec["labels"] == ["0 to 1.5 (2 elements)", "1.5 to 3 (2 elements)"]
+    assert spec["unit"] == "of elements"
 
 
 def test_histogram_selection_reads_back_in_marimo():
     import marimo as mo
 
-    histogram = stats.histogram(np.arange(100.0), 10)
-    plot = mo.ui.plotly(charts.histogram_figure(histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v"))
-    # _convert_value is what marimo runs on the selection the browser sends after a drag.
-    selection = plot._convert_value({"range": {"x": [10.0, 30.0], "y": [0.0, 20.0]}, "points": [], "indices": []})
-    assert views.selected_range(plot.ranges) == (10.0, 30.0)
-    assert len(selection) >= 2
+    spec = widget_spec(stats.histogram(np.arange(100.0), 10))
+    plot = mo.ui.anywidget(histogram_widget.HistogramWidget(spec=spec))
+    assert histogram_widget.dragged_range(plot.value.get("selection")) is None
+    # _convert_value is what marimo runs on the state the browser sends after a drag.
+    plot._convert_value({"selection": [30.0, 10.0]})
+    assert histogram_widget.dragged_range(plot.value["selection"]) == (10.0, 30.0)
+    plot._convert_value({"selection": []})
+    assert histogram_widget.dragged_range(plot.value["selection"]) is None
+
+
+def widget_bytes(spec) -> int:
+    """Bytes of the state marimo sends when the widget opens (its script and style included)."""
+    return len(json.dumps(histogram_widget.HistogramWidget(spec=spec).get_state()).encode())
 
 
 def test_histogram_payload_small_for_million_elements():
     values = np.random.default_rng(1).normal(size=1_000_000).astype(np.float32)
-    histogram = stats.histogram(values, 200)
-    figure = charts.histogram_figure(
-        histogram, kind=charts.Kind.ACTIVATION, title="t", x_title="value", highlight=(-1.0, 1.0)
-    )
-    payload = pio.to_json(figure)
-    assert len(payload.encode("utf-8")) < 50_000
+    spec = widget_spec(stats.histogram(values, 200), kind=charts.Kind.ACTIVATION, highlight=(-1.0, 1.0))
+    assert widget_bytes(spec) < 50_000
 
 
 def test_histogram_payload_independent_of_element_count():
     rng = np.random.default_rng(2)
-    sizes = []
-    for count in (1_000, 1_000_000):
-        histogram = stats.histogram(rng.normal(size=count), 50)
-        figure = charts.histogram_figure(histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v")
-        sizes.append(len(pio.to_json(figure)))
+    sizes = [widget_bytes(widget_spec(stats.histogram(rng.normal(size=count), 50))) for count in (1_000, 1_000_000)]
     assert abs(sizes[0] - sizes[1]) < 500
 
 
 def test_histogram_colours_by_kind():
     histogram = stats.histogram(np.arange(10.0), 5)
-    weight = bar_trace(charts.histogram_figure(histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v"))
-    activation = bar_trace(
-        charts.histogram_figure(histogram, kind=charts.Kind.ACTIVATION, title="t", x_title="v")
-    )
-    assert weight.marker.color == BLUE
-    assert activation.marker.color == ORANGE
+    assert set(widget_spec(histogram)["colors"]) == {BLUE}
+    assert set(widget_spec(histogram, kind=charts.Kind.ACTIVATION)["colors"]) == {ORANGE}
 
 
 def test_histogram_highlights_bins_in_range():
     histogram = stats.histogram(np.arange(10.0), 10)  # edges 0, 0.9, 1.8, ... 9
-    figure = charts.histogram_figure(
-        histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v", highlight=(2.0, 4.0)
-    )
-    colors = list(bar_trace(figure).marker.color)
-    strong = [index for index, color in enumerate(colors) if color == BLUE]
+    spec = widget_spec(histogram, highlight=(2.0, 4.0))
+    strong = [index for index, color in enumerate(spec["colors"]) if color == BLUE]
     assert strong == [2, 3, 4]
-    assert len(figure.layout.shapes) == 1
-    assert figure.layout.shapes[0].x0 == 2.0
-    assert figure.layout.shapes[0].x1 == 4.0
+    assert spec["shade"] == [2.0, 4.0]
+    assert widget_spec(histogram)["shade"] is None
 
 
 def test_bins_in_range_includes_touching_bins():
@@ -157,11 +142,10 @@ def test_bins_in_range_includes_touching_bins():
     assert charts.bins_in_range(edges, 5.0, 6.0).tolist() == [False, False, False]
 
 
-def test_histogram_figure_allows_horizontal_selection():
-    histogram = stats.histogram(np.arange(10.0), 5)
-    figure = charts.histogram_figure(histogram, kind=charts.Kind.WEIGHT, title="t", x_title="v")
-    assert figure.layout.dragmode == "select"
-    assert figure.layout.selectdirection == "h"
+def test_dragged_range_sorts_bounds():
+    assert histogram_widget.dragged_range(None) is None
+    assert histogram_widget.dragged_range([1.0]) is None
+    assert histogram_widget.dragged_range([3.0, -1.0]) == (-1.0, 3.0)
 
 
 def test_integer_code_figure_one_bar_per_code():
@@ -418,11 +402,6 @@ def test_range_error_messages():
     assert "swap them" in views.range_error({"low": 2.0, "high": 1.0})
     assert views.submitted_range({"low": 2.0, "high": 1.0}) is None
     assert views.submitted_range({"low": -1, "high": 1}) == (-1.0, 1.0)
-
-
-def test_selected_range_from_plotly_ranges():
-    assert views.selected_range({}) is None
-    assert views.selected_range({"x": [3.0, -1.0], "y": [0, 5]}) == (-1.0, 3.0)
 
 
 def test_output_channel_axis():

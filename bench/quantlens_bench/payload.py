@@ -1,9 +1,12 @@
 """Case: bytes of one tensor's histogram chart, as marimo sends it to the browser.
 
-quantlens bins on the server and draws one bar per bin (``quantlens.app.charts``). The usual
-notebook approach hands every value to ``go.Histogram(x=values)``, and plotly.js bins them in
-the browser. Both figures are serialized with ``plotly.io.to_json``, which is what
-``mo.ui.plotly`` and marimo's plotly formatter send (marimo 0.25).
+quantlens bins on the server. Its value histogram is an anywidget
+(``quantlens.app.histogram_widget``) whose state carries one bar per bin; marimo sends that state,
+the widget's script and style included, when the widget opens. Its integer-code chart is a
+plotly figure with one bar per code. The usual notebook approach hands every value to
+``go.Histogram(x=values)``, and plotly.js bins them in the browser. Plotly figures are
+serialized with ``plotly.io.to_json``, which is what ``mo.ui.plotly`` and marimo's plotly
+formatter send (marimo 0.25).
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ APP_MAX_BINS = 200
 
 def measure_payload(sizes: list[int], bins: int, seed: int = 0) -> dict[str, object]:
     """Worker task: JSON bytes of both charts for normal random float32 tensors of each size."""
+    import json
+
     import numpy as np
     import plotly.graph_objects as go
     import plotly.io as pio
 
     from quantlens import stats
-    from quantlens.app import charts
+    from quantlens.app import charts, histogram_widget
 
     rng = np.random.default_rng(seed)
     results = []
@@ -30,16 +35,17 @@ def measure_payload(sizes: list[int], bins: int, seed: int = 0) -> dict[str, obj
         values = rng.standard_normal(size, dtype=np.float32)
         histogram = stats.histogram(values, bins)
         low, high = float(np.quantile(values, 0.05)), float(np.quantile(values, 0.95))
-        # A highlighted range gives every bar its own colour: the largest figure the app draws.
-        figure = charts.histogram_figure(
+        # A highlighted range gives every bar its own colour: the largest chart the app draws.
+        spec = histogram_widget.histogram_spec(
             histogram, kind=charts.Kind.WEIGHT, title=f"tensor of {size} values", x_title="value",
             highlight=(low, high),
         )
+        state = histogram_widget.HistogramWidget(spec=spec).get_state()
         raw = go.Figure(go.Histogram(x=values))
         results.append(
             {
                 "size": size,
-                "quantlens": len(pio.to_json(figure).encode()),
+                "quantlens": len(json.dumps(state).encode()),
                 "raw": len(pio.to_json(raw).encode()),
             }
         )

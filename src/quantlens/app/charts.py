@@ -1,8 +1,9 @@
-"""Plotly figures built from statistics records: histograms and per-channel ranges.
+"""Plotly figures built from statistics records: integer-code histograms and per-channel ranges.
 
 Binning happens on the server, so a figure carries one bar per bin (position, width, percent,
 bin edges and count) and never the tensor's values: its size depends on the number of bins, not
-on the number of elements. Weights are drawn in blue and activations in orange.
+on the number of elements. Weights are drawn in blue and activations in orange. The value
+histogram is not a plotly figure: see ``histogram_widget``.
 """
 
 from __future__ import annotations
@@ -38,42 +39,8 @@ PALETTES = {
 SATURATION_COLOR = "#d62728"  # bars of codes at qmin or qmax
 FIGURE_HEIGHT = 340
 
-# Hover text reads a one-line label per bar from customdata. The labels are 1-d strings because
-# mo.ui.plotly (marimo 0.25) fails to read back a selection of bars with 2-d customdata.
-HOVER_BIN = "%{customdata}<br>%{y:.3g}% of elements<extra></extra>"
+# Hover text reads a one-line label per bar from customdata.
 HOVER_CODE = "code %{x}: %{customdata}<br>%{y:.3g}% of codes<extra></extra>"
-
-
-def histogram_figure(
-    histogram: Histogram,
-    *,
-    kind: Kind,
-    title: str,
-    x_title: str,
-    highlight: tuple[float, float] | None = None,
-) -> go.Figure:
-    """Draw one bar per bin with the y axis in percent of the binned elements.
-
-    With ``highlight`` (low, high), bins that overlap [low, high] keep the strong colour and the
-    others are muted, and the range is shaded. The layout selects horizontal ranges when the
-    user drags, so the app can read back a value range from the selection.
-    """
-    palette = PALETTES[Kind(kind)]
-    colors: str | list[str] = palette.strong
-    if highlight is not None:
-        inside = bins_in_range(histogram.edges, *highlight)
-        colors = [palette.strong if flag else palette.muted for flag in inside]
-    labels = [
-        f"{low:.6g} to {high:.6g} ({count:,} elements)"
-        for low, high, count in zip(histogram.edges[:-1], histogram.edges[1:], histogram.counts.tolist())
-    ]
-    figure = go.Figure(_bin_bars(histogram, colors=colors, hover=HOVER_BIN, labels=labels))
-    _style(figure, title=title, x_title=x_title, y_title="share of elements (%)")
-    figure.update_layout(dragmode="select", selectdirection="h")
-    if highlight is not None:
-        low, high = highlight
-        figure.add_vrect(x0=low, x1=high, fillcolor=palette.strong, opacity=0.08, line_width=0, layer="below")
-    return figure
 
 
 def integer_code_figure(

@@ -22,7 +22,7 @@ def _():
     import marimo as mo
 
     from quantlens import stats
-    from quantlens.app import charts, choices, comparison, session, views
+    from quantlens.app import charts, choices, comparison, histogram_widget, session, views
     from quantlens.app.catalog import build_catalog
     from quantlens.app.config import AppConfig
     from quantlens.app.overview import overview_csv, overview_rows
@@ -32,6 +32,7 @@ def _():
         charts,
         choices,
         comparison,
+        histogram_widget,
         mo,
         os,
         overview_csv,
@@ -386,29 +387,50 @@ def _(mo, subject, summary, views):
 
 
 @app.cell
-def _(bins_slider, charts, choices, integer, mo, page, range_form, stats, subject, views):
+def _(
+    bins_slider,
+    choices,
+    histogram_widget,
+    integer,
+    mo,
+    page,
+    range_form,
+    stats,
+    subject,
+    views,
+):
     mo.stop(subject is None or page is not choices.Page.INSPECT)
     _values = views.view_values(subject.tensor, integer=integer)
-    _figure = charts.histogram_figure(
+    _spec = histogram_widget.histogram_spec(
         stats.histogram(_values, bins_slider.value),
         kind=subject.kind,
         title=subject.title(integer=integer),
         x_title=views.VIEW_CODES if integer else "value",
         highlight=views.submitted_range(range_form.value),
     )
-    histogram_plot = mo.ui.plotly(_figure)
+    histogram_plot = mo.ui.anywidget(histogram_widget.HistogramWidget(spec=_spec))
     histogram_plot
     return (histogram_plot,)
 
 
 @app.cell
-def _(histogram_plot, integer, mo, range_form, session, stats, subject, views):
+def _(
+    histogram_plot,
+    histogram_widget,
+    integer,
+    mo,
+    range_form,
+    session,
+    stats,
+    subject,
+    views,
+):
     mo.stop(subject is None)
     _values = views.view_values(subject.tensor, integer=integer)
     _lines = []
     for _name, _bounds in (
         ("Applied range", views.submitted_range(range_form.value)),
-        ("Dragged range", views.selected_range(histogram_plot.ranges)),
+        ("Dragged range", histogram_widget.dragged_range(histogram_plot.value.get("selection"))),
     ):
         if _bounds is None:
             continue
@@ -517,7 +539,7 @@ def _(charts, choices, integer, mo, page, stats, subject, views):
 
 
 @app.cell
-def _(bins_slider, charts, choices, mo, mode, page, picked, stats, views):
+def _(bins_slider, choices, histogram_widget, mo, mode, page, picked, stats):
     mo.stop(page is not choices.Page.INSPECT)
     mo.stop(mode is not choices.Mode.ACTIVATIONS or not picked.ok or picked.value is None)
     _match = picked.value.match
@@ -528,12 +550,14 @@ def _(bins_slider, charts, choices, mo, mode, page, picked, stats, views):
         _items = [mo.md(f"### Weights of the producing layer\n{choices.weight_note(_match)}")]
         if _weight is not None:
             _items.append(
-                mo.ui.plotly(
-                    charts.histogram_figure(
-                        stats.histogram(_weight.tensor.values, bins_slider.value),
-                        kind=_weight.kind,
-                        title=_weight.title(integer=False),
-                        x_title="value",
+                mo.ui.anywidget(
+                    histogram_widget.HistogramWidget(
+                        spec=histogram_widget.histogram_spec(
+                            stats.histogram(_weight.tensor.values, bins_slider.value),
+                            kind=_weight.kind,
+                            title=_weight.title(integer=False),
+                            x_title="value",
+                        )
                     )
                 )
             )

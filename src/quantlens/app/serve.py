@@ -21,11 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def preload() -> None:
-    """Import plotly, the app modules and the format readers (not PyTorch, which loads on demand)."""
+    """Import plotly, anywidget (through histogram_widget), the app modules and the format readers (not PyTorch, which loads on demand)."""
     import plotly.graph_objects  # noqa: F401
     import plotly.io  # noqa: F401
 
-    from quantlens.app import charts, choices, comparison, overview, session, views  # noqa: F401
+    from quantlens.app import charts, choices, comparison, histogram_widget, overview, session, views  # noqa: F401
     from quantlens.readers import readers
 
     readers()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,12 +256,3 @@ def submitted_range(value: Mapping[str, object] | None) -> tuple[float, float] |
     if value is None or range_error(value) is not None:
         return None
     return float(value["low"]), float(value["high"])  # type: ignore[arg-type]
-
-
-def selected_range(ranges: Mapping[str, Sequence[float]]) -> tuple[float, float] | None:
-    """Return the x range of a plotly box selection (``mo.ui.plotly(...).ranges``), if any."""
-    x_range = ranges.get("x") if ranges else None
-    if not x_range or len(x_range) != 2:
-        return None
-    low, high = sorted(float(bound) for bound in x_range)
-    return low, high
