@@ -583,6 +583,10 @@ def test_bad_inputs_end_in_callouts(browser, bad_server, bundled, tmp_path):
         field.press("Tab")
         page.get_by_role("button", name="Run and capture").click()
         expect_callout(page, "CIFAR-10 index must be a whole number from 0 to 9999, got None")
+        field.fill("10000")
+        field.press("Tab")
+        page.get_by_role("button", name="Run and capture").click()
+        expect_callout(page, "CIFAR-10 index 10000 is out of range: use 0-9999")
         run_capture_with(page, "random input")
         expect(page.get_by_text(CAPTURED)).to_be_visible(timeout=UPDATE_MS)
 

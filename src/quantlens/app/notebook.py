@@ -104,7 +104,9 @@ def _(mo, session):
     source_picker = mo.ui.radio(
         options=list(session.SOURCES), value=session.SOURCE_CIFAR10, inline=True, label="Input"
     )
-    cifar_index = mo.ui.number(start=0, stop=9999, step=1, value=0, label="CIFAR-10 test index")
+    # No start or stop: marimo would clamp an out-of-range index without a word, while the
+    # capture reports it.
+    cifar_index = mo.ui.number(step=1, value=0, label="CIFAR-10 test index (0-9999)")
     random_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
     image_upload = mo.ui.file(
         filetypes=[".png", ".jpg", ".jpeg"], max_size=20_000_000, label="Image (PNG or JPEG)"
@@ -606,10 +608,10 @@ def _(catalog, comparison, mo):
         options=list(comparison.INPUTS), value=comparison.INPUT_NONE, label="Compare on"
     )
     compare_start = mo.ui.number(
-        start=0, stop=comparison.CIFAR10_TEST_SIZE - 1, step=1, value=0, label="First CIFAR-10 test index"
+        step=1, value=0, label=f"First CIFAR-10 test index (0-{comparison.CIFAR10_TEST_SIZE - 1})"
     )
     compare_count = mo.ui.number(
-        start=1, stop=comparison.MAX_IMAGES, step=1, value=comparison.DEFAULT_IMAGES, label="Images"
+        step=1, value=comparison.DEFAULT_IMAGES, label=f"Images (1-{comparison.MAX_IMAGES})"
     )
     compare_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
     compare_button = mo.ui.run_button(label="Compare models", kind="success")
