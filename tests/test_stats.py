@@ -108,6 +108,14 @@ def test_histogram_constant_array_centers_value():
     assert result.counts.tolist() == [0, 0, 6, 0, 0]
 
 
+@pytest.mark.parametrize("value", [1e20, -3e38])
+def test_histogram_large_constant_array(value):
+    # v +- 0.5 equals v this far from zero: the range widens to distinct edges.
+    result = stats.histogram(np.full(6, value, dtype=np.float32), bins=5)
+    assert np.unique(result.edges).size == 6
+    assert result.counts.tolist() == [0, 0, 6, 0, 0]
+
+
 def test_histogram_empty_array():
     result = stats.histogram(np.array([], dtype=np.float32), bins=3)
     assert result.counts.tolist() == [0, 0, 0]

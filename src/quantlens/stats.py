@@ -255,11 +255,11 @@ def histogram(
 ) -> Histogram:
     """Bin the finite values into ``bins`` equal-width bins over ``value_range`` (default min-max).
 
-    A constant array is binned over [v - 0.5, v + 0.5] so that its one value falls in the middle
-    bin. An array with no finite value gives all-zero counts over [0, 1]. Values outside an
-    explicit ``value_range`` are counted in ``excluded``. Bin i contains ``edges[i] <= v <
-    edges[i + 1]`` and the last bin also contains ``high``, as in ``np.histogram``. The edges are
-    float64 (see :class:`BinCounter`).
+    A constant array is binned over [v - 0.5, v + 0.5] (wider where float64 cannot tell those
+    apart from v) so that its one value falls in the middle bin. An array with no finite value
+    gives all-zero counts over [0, 1]. Values outside an explicit ``value_range`` are counted in
+    ``excluded``. Bin i contains ``edges[i] <= v < edges[i + 1]`` and the last bin also contains
+    ``high``, as in ``np.histogram``. The edges are float64 (see :class:`BinCounter`).
     """
     _check_bins(bins)
     flat = flat_view(values)
@@ -274,7 +274,9 @@ def histogram(
     if low > high:
         raise InputError(f"histogram range is inverted: low {low} > high {high}")
     if low == high:
-        low, high = low - 0.5, high + 0.5
+        # Far from zero, +-0.5 can be below float64's spacing, and equal edges cannot bin.
+        pad = max(0.5, math.ulp(low) * bins)
+        low, high = low - pad, high + pad
     if not math.isfinite(high - low):
         raise InputError(f"histogram range [{low}, {high}] is not finite in float64; pass a finite value_range")
     width = (high - low) / bins

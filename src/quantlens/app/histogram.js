@@ -18,24 +18,41 @@ function element(name, attributes, parent) {
   return node;
 }
 
-// Tick values at 1, 2 or 5 times a power of ten, about `count` of them over [low, high].
+// Tick values at 1, 2 or 5 times a power of ten, about `count` of them over [low, high], and
+// the step between them.
 function ticks(low, high, count) {
   const span = high - low;
   if (!(span > 0) || !Number.isFinite(span)) {
-    return [low];
+    return { values: [low], step: Math.abs(low) || 1 };
   }
   const rough = span / count;
   const power = Math.pow(10, Math.floor(Math.log10(rough)));
   const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough) || 10 * power;
-  const values = [];
-  for (let v = Math.ceil(low / step) * step; v <= high + step * 1e-9; v += step) {
-    values.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  // Count in whole steps: far from zero, adding a small step to a large value can change nothing.
+  const first = Math.ceil(low / step - 1e-9);
+  const last = Math.floor(high / step + 1e-9);
+  if (!(last - first <= 4 * count)) {
+    return { values: [low, high], step: span };
   }
-  return values;
+  const values = [];
+  for (let k = first; k <= last; k += 1) {
+    values.push(k === 0 ? 0 : k * step);
+  }
+  return { values, step };
 }
 
-function tickText(value) {
-  return String(Number(value.toPrecision(6)));
+// Enough significant digits to tell ticks `step` apart, with exponent notation for very large or
+// small magnitudes.
+function tickText(value, step) {
+  const magnitude = Math.abs(value);
+  if (magnitude === 0) {
+    return "0";
+  }
+  const digits = Math.min(17, Math.max(1, Math.ceil(Math.log10(magnitude / step) - 1e-9) + 1));
+  if (magnitude >= 1e6 || magnitude < 1e-4) {
+    return value.toExponential(digits - 1).replace(/\.?0+e/, "e");
+  }
+  return String(Number(value.toPrecision(digits)));
 }
 
 function draw(root, spec, model, state) {
@@ -62,14 +79,23 @@ function draw(root, spec, model, state) {
   const valueAt = (px) => low + ((px - MARGIN.left) / plotWidth) * span;
 
   const axes = element("g", { class: "ql-axes" }, svg);
-  for (const tick of ticks(0, top, 5)) {
+  const yTicks = ticks(0, top, 5);
+  for (const tick of yTicks.values) {
     element("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: y(tick), y2: y(tick), class: "ql-grid" }, axes);
     const label = element("text", { x: MARGIN.left - 6, y: y(tick) + 4, "text-anchor": "end" }, axes);
-    label.textContent = tickText(tick) + "%";
+    label.textContent = tickText(tick, yTicks.step) + "%";
   }
-  for (const tick of ticks(low, high, Math.max(2, Math.floor(plotWidth / 90)))) {
+  // Fewer ticks when long labels (a narrow range far from zero) would overlap, at about 7 px a character.
+  let xCount = Math.max(2, Math.floor(plotWidth / 90));
+  let xTicks = ticks(low, high, xCount);
+  const longest = (found) => Math.max(...found.values.map((v) => tickText(v, found.step).length));
+  while (xCount > 2 && longest(xTicks) * 7 > plotWidth / xTicks.values.length) {
+    xCount = Math.floor(xCount / 2);
+    xTicks = ticks(low, high, xCount);
+  }
+  for (const tick of xTicks.values) {
     const label = element("text", { x: x(tick), y: MARGIN.top + plotHeight + 16, "text-anchor": "middle" }, axes);
-    label.textContent = tickText(tick);
+    label.textContent = tickText(tick, xTicks.step);
   }
   const xTitle = element("text", { x: MARGIN.left + plotWidth / 2, y: HEIGHT - 8, "text-anchor": "middle" }, axes);
   xTitle.textContent = spec.x_title || "";
@@ -190,7 +216,9 @@ function render({ model, el }) {
     state.selection = null;
     redraw();
   });
-  let lastWidth = -1;
+  redraw();
+  // Redraw only when the width changes: the observer also reports the first layout.
+  let lastWidth = root.clientWidth;
   const observer = new ResizeObserver(() => {
     if (root.clientWidth !== lastWidth) {
       lastWidth = root.clientWidth;
@@ -198,7 +226,6 @@ function render({ model, el }) {
     }
   });
   observer.observe(root);
-  redraw();
   if (!window.quantlensChartPainted) {
     // The first task after the next frame runs once the chart is on screen: the browser tests
     // time the page by this mark, and app/head.html then starts loading plotly.
