@@ -72,6 +72,16 @@ def test_eval_cli_runs_on_200_images(bundled, cifar_dir, capsys, name):
     assert set(result["per_class_accuracy"]) == set(CLASS_NAMES)
 
 
+def test_stats_cli_lists_integer_codes(bundled, capsys):
+    layer = "/stack1/conv1/Conv"
+    assert main(["stats", "resnet8_int8.onnx", "--layer", layer, "--int"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("code ")]
+    codes = open_model(bundled["resnet8_int8.onnx"]).layer(layer).tensor("weight").view(integer=True)
+    values, counts = np.unique(codes, return_counts=True)
+    assert [int(row[1]) for row in rows] == values.tolist()
+    assert [int(row[2]) for row in rows] == counts.tolist()
+
+
 def _write_tiny_class_folders(root: Path, per_class: int) -> None:
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from quantlens import inspect as inspect_model
 from quantlens.cli._common import format_number, print_table
 from quantlens.readers import open_model
@@ -45,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--int", action="store_true", dest="integer", help="use the integer codes of a quantized tensor"
     )
     stats.add_argument(
-        "--bins", type=int, default=50, help="histogram bins for float values (default: %(default)s)"
+        "--bins", type=int, default=50,
+        help="histogram bins for float values (default: %(default)s); with --int, 8- and 16-bit codes get "
+        "one row per non-empty code instead"
     )
     stats.add_argument("--trust", action="store_true", help=TRUST_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -142,9 +146,11 @@ def _print_report(report: inspect_model.TensorReport) -> None:
     nonzero = [(i, c) for i, c in enumerate(histogram.counts.tolist()) if c]
     print(f"histogram: {histogram.bins} bins, {len(nonzero)} non-empty")
     percent = histogram.percent
+    per_code = report.integer and bool(np.all(np.diff(histogram.edges) == 1.0))
     for index, count in nonzero:
         low, high = histogram.edges[index], histogram.edges[index + 1]
-        print(f"  [{low:.6g}, {high:.6g})  {count:8d}  {percent[index]:6.2f}%")
+        label = f"code {low + 0.5:.0f}" if per_code else f"[{low:.6g}, {high:.6g})"
+        print(f"  {label:>24}  {count:8d}  {percent[index]:6.2f}%")
 
 
 def run_models(args: argparse.Namespace) -> int:
