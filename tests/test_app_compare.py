@@ -55,12 +55,12 @@ def test_inputs_random_seed():
     [
         (comparison.INPUT_CIFAR10, 0, 0, None, "number of CIFAR-10 images must be a whole number from 1 to 64, got 0"),
         (comparison.INPUT_CIFAR10, 0, 65, None, "from 1 to 64, got 65"),
-        (comparison.INPUT_CIFAR10, None, 8, None, "first CIFAR-10 test index must be a whole number from 0 to 9999, got None"),
+        (comparison.INPUT_CIFAR10, None, 8, None, "the first CIFAR-10 test index field is empty: enter a whole number from 0 to 9999"),
         (comparison.INPUT_CIFAR10, 2.5, 8, None, "got 2.5"),
         (comparison.INPUT_CIFAR10, float("nan"), 8, None, "got nan"),
         (comparison.INPUT_CIFAR10, 9999, 2, None, "run past the last index 9999"),
         (comparison.INPUT_RANDOM, None, None, -1, "random seed must be a whole number >= 0, got -1"),
-        (comparison.INPUT_RANDOM, None, None, None, "got None"),
+        (comparison.INPUT_RANDOM, None, None, None, "random seed field is empty"),
         ("images from disk", None, None, None, "unknown comparison input 'images from disk'"),
     ],
 )

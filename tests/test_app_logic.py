@@ -142,6 +142,32 @@ def test_bins_in_range_includes_touching_bins():
     assert charts.bins_in_range(edges, 5.0, 6.0).tolist() == [False, False, False]
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "bins", "width", "count"),
+    [(-127, 127, 50, 6, 43), (-128, 127, 200, 2, 128), (-3, 3, 50, 1, 7), (0, 255, 10, 26, 10), (5, 5, 10, 1, 1)],
+)
+def test_code_histogram_bins_whole_codes(low, high, bins, width, count):
+    codes = np.random.default_rng(7).integers(low, high + 1, 5000).astype(np.int16)
+    codes[:2] = [low, high]
+    histogram = views.view_histogram(codes, bins, integer=True)
+    assert histogram.bins == count
+    assert np.all(np.diff(histogram.edges) == width)
+    assert views.codes_per_bin(histogram) == width
+    assert views.axis_title(histogram, integer=True) == ("integer codes" if width == 1 else f"integer codes ({width} per bar)")
+    assert histogram.edges[0] == low - 0.5
+    assert histogram.total == codes.size
+
+
+def test_code_histogram_labels_name_codes():
+    codes = np.array([-2, -1, -1, 0, 3], dtype=np.int8)
+    spec = widget_spec(views.view_histogram(codes, 10, integer=True), integer=True)
+    assert "code -1 (2 elements)" in spec["labels"]
+    # 255 codes in at most 50 bins: 6 codes a bin, 43 bins.
+    wide = widget_spec(views.view_histogram(np.arange(-127, 128, dtype=np.int8), 50, integer=True), integer=True)
+    assert wide["labels"][0] == "codes -127 to -122 (6 elements)"
+    assert wide["labels"][-1] == "codes 125 to 130 (3 elements)"
+
+
 def test_dragged_range_sorts_bounds():
     assert histogram_widget.dragged_range(None) is None
     assert histogram_widget.dragged_range([1.0]) is None
@@ -339,7 +365,10 @@ def test_default_range_is_mean_plus_minus_std():
 def test_statistics_rows_follow_view_and_show_quantization():
     tensor = int8_tensor("w", np.array([-2, 0, 4], dtype=np.int8), np.float32(0.5), axis=None)
     subject = views.Subject(kind=charts.Kind.WEIGHT, layer="conv", op_type="Conv", tensor=tensor)
-    codes = dict((row["statistic"], row["value"]) for row in views.statistics_rows(subject, views.summarize_view(tensor, True)))
+    codes = dict(
+        (row["statistic"], row["value"])
+        for row in views.statistics_rows(subject, views.summarize_view(tensor, True), integer=True)
+    )
     values = dict((row["statistic"], row["value"]) for row in views.statistics_rows(subject, views.summarize_view(tensor, False)))
     assert codes["max"] == "4"
     assert values["max"] == "2"
@@ -348,6 +377,8 @@ def test_statistics_rows_follow_view_and_show_quantization():
     assert codes["qmin / qmax"] == "-128 / 127"
     assert codes["shape"] == "3"
     assert codes["elements"] == "3"
+    assert codes["dtype"] == "int8"
+    assert values["dtype"] == "int8, dequantized for display"
 
 
 def test_channel_rows_list_every_channel():
@@ -568,7 +599,7 @@ def test_pickled_module_opens_with_trust(tmp_path):
 
 @pytest.mark.parametrize(
     ("index", "expected"),
-    [(None, "whole number from 0 to 9999, got None"), (2.5, "got 2.5"), (10_000, "out of range")],
+    [(None, "index field is empty: enter a whole number from 0 to 9999"), (2.5, "got 2.5"), (10_000, "out of range")],
 )
 def test_capture_rejects_bad_cifar10_index(tmp_path, cifar_dir, index, expected):
     choice = build_catalog([]).choice("resnet8.onnx")
@@ -579,6 +610,18 @@ def test_capture_rejects_bad_cifar10_index(tmp_path, cifar_dir, index, expected)
     assert expected in outcome.error
 
 
+@pytest.mark.parametrize("name", ["resnet8_int8.onnx", "resnet8_int8.pt"])
+def test_activation_numbers_match_cli_indices(bundled, capsys, name):
+    assert main(["activations", name, "--list-layers"]) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    result = session.run_capture(
+        build_catalog([]).choice(name), source=session.SOURCE_RANDOM, index=None, seed=0, upload=None,
+        data_dir=None, trust=False,
+    )
+    labels = [label.split(" ")[:2] for label in choices.activation_options(result)]
+    assert [(str(int(number.rstrip("."))), tensor) for number, tensor in labels] == [tuple(row) for row in rows]
+
+
 def test_capture_rejects_upload_that_is_not_an_image():
     choice = build_catalog([]).choice("resnet8.onnx")
     outcome = session.attempt(
@@ -587,6 +630,7 @@ def test_capture_rejects_upload_that_is_not_an_image():
     )
     assert not outcome.ok
     assert "'notes.png' is not a readable image" in outcome.error
+    assert "BytesIO" not in outcome.error
     after = session.attempt(
         session.run_capture, choice, source=session.SOURCE_RANDOM, index=None, seed=2, upload=None,
         data_dir=None, trust=False,
@@ -650,7 +694,7 @@ def test_choices_for_activations_follow_layer():
     result = fake_result((relu, conv_out))
     options = choices.activation_options(result)
     assert list(options.values()) == ["relu", "conv"]
-    assert choices.default_activation_label(result, model, "conv") == "2. conv (Conv2d)"
+    assert choices.default_activation_label(result, model, "conv") == "1. conv (Conv2d)"
     picked = choices.pick_subject(
         model, mode=choices.Mode.ACTIVATIONS, layer_name="conv", tensor_name="conv.weight",
         result=result, activation_name="conv",

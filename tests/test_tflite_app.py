@@ -50,7 +50,7 @@ def catalog(twins: TwinModels) -> ModelCatalog:
 
 
 def statistics(subject: views.Subject, *, integer: bool) -> dict[str, str]:
-    rows = views.statistics_rows(subject, views.summarize_view(subject.tensor, integer))
+    rows = views.statistics_rows(subject, views.summarize_view(subject.tensor, integer), integer=integer)
     return {row["statistic"]: row["value"] for row in rows}
 
 
@@ -155,7 +155,7 @@ def test_captured_activations_find_their_layer(catalog):
     )
     model = session.load_model(choice.path)
     options = choices.activation_options(result)
-    assert choices.default_activation_label(result, model, CONVS[2].output_name) == f"4. {CONVS[2].output_name} (CONV_2D)"
+    assert choices.default_activation_label(result, model, CONVS[2].output_name) == f"3. {CONVS[2].output_name} (CONV_2D)"
     for name in options.values():
         picked = choices.pick_subject(
             model, mode=choices.Mode.ACTIVATIONS, layer_name=None, tensor_name=None, result=result, activation_name=name,

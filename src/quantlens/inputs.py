@@ -163,7 +163,10 @@ def _decode_image(
                     f"the {MAX_IMAGE_PIXELS} quantlens decodes; downscale it first"
                 )
             return _to_rgb(image, size)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message names the file object (a BytesIO for uploads), not the file.
+        raise InputError(f"{label!r} is not a readable image: Pillow recognizes no image format in it; use PNG or JPEG") from exc
+    except (OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"{label!r} is not a readable image (PNG or JPEG): {exc}") from exc
 
 
@@ -197,8 +200,9 @@ def parse_input(
     ``cifar10:...`` and ``random[:SEED]`` stand alone; several image paths form one batch.
     """
     items = [specs] if isinstance(specs, str) else list(specs)
-    if not items:
-        raise InputError("no input given: use cifar10:INDEX, random[:SEED] or image paths")
+    forms = "use cifar10:INDEX, cifar10:A-B, random[:SEED] or image file paths"
+    if not items or not all(str(item).strip() for item in items):
+        raise InputError(f"empty input: {forms}")
     first = items[0]
     is_random = first == "random" or first.startswith("random:")
     if first.startswith("cifar10:") or is_random:
@@ -207,6 +211,10 @@ def parse_input(
         if first.startswith("cifar10:"):
             return cifar10_samples(parse_indices(first[len("cifar10:"):]), data_dir=data_dir)
         return random_input(_parse_seed(first))
+    missing = [str(item) for item in items if not Path(item).expanduser().is_file()]
+    if missing:
+        # Whatever is not cifar10: or random: must be an image file.
+        raise InputError(f"image file not found: {missing[0]!r}; {forms}")
     return load_images(items, size=size)
 
 

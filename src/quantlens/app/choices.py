@@ -48,11 +48,15 @@ def tensor_options(layer: Layer) -> dict[str, str]:
 
 
 def activation_options(result: CaptureResult) -> dict[str, str]:
-    """Return label -> activation name in graph order, numbered, e.g. ``12. stack1.conv1 (Conv2d)``."""
-    width = len(str(len(result.activations)))
+    """Return label -> activation name in graph order, numbered, e.g. ``12. stack1.conv1 (Conv2d)``.
+
+    Numbers start at 0, as the indices of ``quantlens activations --list-layers`` and
+    ``--layer-index`` do, so a number seen in the app selects the same tensor on the command line.
+    """
+    width = len(str(max(len(result.activations) - 1, 0)))
     return {
         f"{index:0{width}d}. {activation.name} ({activation.op_type})": activation.name
-        for index, activation in enumerate(result.activations, start=1)
+        for index, activation in enumerate(result.activations)
     }
 
 

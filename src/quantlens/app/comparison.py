@@ -100,7 +100,9 @@ class CompareInputs:
 
 def _whole_number(name: str, value: float | None, low: int, high: int | None) -> int:
     limit = f"from {low} to {high}" if high is not None else f">= {low}"
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or not float(value).is_integer():
+    if value is None:
+        raise InputError(f"the {name} field is empty: enter a whole number {limit}")
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not float(value).is_integer():
         raise InputError(f"the {name} must be a whole number {limit}, got {value!r}")
     number = int(value)
     if number < low or (high is not None and number > high):

@@ -3,8 +3,8 @@
 // first chart draws without waiting for plotly's 4.6 MB bundle.
 
 const SVG = "http://www.w3.org/2000/svg";
-const HEIGHT = 340;
-const MARGIN = { left: 64, right: 20, top: 46, bottom: 48 };
+const HEIGHT = 300;
+const MARGIN = { left: 64, right: 20, top: 10, bottom: 48 };
 const MIN_DRAG_PX = 4;
 
 function element(name, attributes, parent) {
@@ -61,9 +61,15 @@ function draw(root, spec, model, state) {
   const edges = spec.edges || [];
   const percents = spec.percents || [];
   const bins = percents.length;
-  const svg = element("svg", { width, height: HEIGHT, role: "img", "aria-label": spec.title || "histogram" }, root);
-  const title = element("text", { class: "ql-title", x: 4, y: 20 }, svg);
+  // The title is HTML so that a long tensor name wraps instead of running off the chart.
+  const title = document.createElement("div");
+  title.className = "ql-title";
   title.textContent = spec.title || "";
+  root.appendChild(title);
+  const plot = document.createElement("div");
+  plot.className = "ql-plot";
+  root.appendChild(plot);
+  const svg = element("svg", { width, height: HEIGHT, role: "img", "aria-label": spec.title || "histogram" }, plot);
   if (bins === 0 || edges.length !== bins + 1) {
     return;
   }
@@ -147,7 +153,7 @@ function draw(root, spec, model, state) {
   const tip = document.createElement("div");
   tip.className = "ql-tip";
   tip.hidden = true;
-  root.appendChild(tip);
+  plot.appendChild(tip);
 
   const pointerX = (event) => event.clientX - svg.getBoundingClientRect().left;
   const binAt = (px) => {
@@ -176,8 +182,8 @@ function draw(root, spec, model, state) {
       tip.appendChild(row);
     }
     tip.hidden = false;
-    tip.style.left = `${Math.min(px + 12, width - 220)}px`;
-    tip.style.top = `${Math.max(y(percents[i]) - 40, 0)}px`;
+    tip.style.left = `${Math.max(Math.min(px + 12, width - tip.offsetWidth - 4), 0)}px`;
+    tip.style.top = `${Math.max(y(percents[i]) - tip.offsetHeight - 6, 0)}px`;
   });
   overlay.addEventListener("pointerleave", () => {
     tip.hidden = true;

@@ -9,6 +9,7 @@ clears it. Only the bins travel to the browser, so its size does not grow with t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -26,10 +27,11 @@ class HistogramWidget(anywidget.AnyWidget):
 
     _esm = resources.files("quantlens.app").joinpath("histogram.js").read_text(encoding="utf-8")
     _css = """
-    .ql-histogram { position: relative; width: 100%; font: 12px system-ui, sans-serif; user-select: none; }
+    .ql-histogram { width: 100%; font: 12px system-ui, sans-serif; user-select: none; }
+    .ql-histogram .ql-plot { position: relative; }
     .ql-histogram svg { display: block; overflow: visible; }
     .ql-histogram text { fill: #444; }
-    .ql-histogram .ql-title { font-size: 16px; fill: #2a3f5f; }
+    .ql-histogram .ql-title { font-size: 16px; color: #2a3f5f; margin: 8px 4px 6px; overflow-wrap: anywhere; }
     .ql-histogram .ql-grid { stroke: #e8ecf1; }
     .ql-histogram .ql-baseline { stroke: #888; }
     .ql-histogram .ql-overlay { cursor: crosshair; }
@@ -48,11 +50,13 @@ def histogram_spec(
     title: str,
     x_title: str,
     highlight: tuple[float, float] | None = None,
+    integer: bool = False,
 ) -> dict[str, Any]:
     """Return what :class:`HistogramWidget` draws: edges, percents, bar labels and colours.
 
     With ``highlight`` (low, high), bins that overlap [low, high] keep the strong colour, the
-    others are muted, and the range is shaded.
+    others are muted, and the range is shaded. With ``integer``, the edges lie halfway between
+    integer codes (as ``views.view_histogram`` makes them) and the labels name the codes.
     """
     palette = PALETTES[Kind(kind)]
     edges = np.asarray(histogram.edges, dtype=np.float64)
@@ -62,7 +66,7 @@ def histogram_spec(
         inside = bins_in_range(edges, *highlight)
         colors = [palette.strong if flag else palette.muted for flag in inside.tolist()]
     labels = [
-        f"{low:.6g} to {high:.6g} ({count:,} elements)"
+        f"{_bin_text(low, high, integer)} ({count:,} elements)"
         for low, high, count in zip(edges[:-1].tolist(), edges[1:].tolist(), histogram.counts.tolist())
     ]
     return {
@@ -77,6 +81,13 @@ def histogram_spec(
         "color": palette.strong,
         "shade": None if highlight is None else [float(highlight[0]), float(highlight[1])],
     }
+
+
+def _bin_text(low: float, high: float, integer: bool) -> str:
+    if not integer:
+        return f"{low:.6g} to {high:.6g}"
+    first, last = math.ceil(low), math.floor(high)
+    return f"code {first}" if first == last else f"codes {first} to {last}"
 
 
 def dragged_range(selection: Sequence[float] | None) -> tuple[float, float] | None:

@@ -170,7 +170,9 @@ def _(
     # which reads capture_outcome. Any change of model or input clears the capture.
     capture_outcome = None
     if run_button.value and not loaded.ok:
-        capture_outcome = session.Outcome(error=f"Cannot capture: {loaded.error}")
+        capture_outcome = session.Outcome(
+            error="the selected model did not load (the error is under the Model list). Choose another model."
+        )
     elif run_button.value:
         capture_outcome = session.attempt(
             session.run_capture,
@@ -397,18 +399,19 @@ def _(
     mo,
     page,
     range_form,
-    stats,
     subject,
     views,
 ):
     mo.stop(subject is None or page is not choices.Page.INSPECT)
     _values = views.view_values(subject.tensor, integer=integer)
+    _histogram = views.view_histogram(_values, bins_slider.value, integer=integer)
     _spec = histogram_widget.histogram_spec(
-        stats.histogram(_values, bins_slider.value),
+        _histogram,
         kind=subject.kind,
         title=subject.title(integer=integer),
-        x_title=views.VIEW_CODES if integer else "value",
+        x_title=views.axis_title(_histogram, integer=integer),
         highlight=views.submitted_range(range_form.value),
+        integer=integer,
     )
     histogram_plot = mo.ui.anywidget(histogram_widget.HistogramWidget(spec=_spec))
     histogram_plot
@@ -458,11 +461,11 @@ def _(
 
 
 @app.cell
-def _(choices, mo, page, subject, summary, views):
+def _(choices, integer, mo, page, subject, summary, views):
     mo.stop(subject is None or page is not choices.Page.INSPECT)
     _heading = f"### {subject.noun} statistics"
     _table = mo.ui.table(
-        views.statistics_rows(subject, summary),
+        views.statistics_rows(subject, summary, integer=integer),
         selection=None,
         pagination=False,
         show_download=False,

@@ -132,11 +132,15 @@ class InputRequest:
         if source not in SOURCES:
             raise InputError(f"unknown input source {source!r}; choose one of {', '.join(SOURCES)}")
         if source == SOURCE_CIFAR10:
-            if index is None or not float(index).is_integer():
+            if index is None:
+                raise InputError("the CIFAR-10 index field is empty: enter a whole number from 0 to 9999")
+            if not float(index).is_integer():
                 raise InputError(f"CIFAR-10 index must be a whole number from 0 to 9999, got {index!r}")
             return cls(source=source, index=int(index))
         if source == SOURCE_RANDOM:
-            if seed is None or not float(seed).is_integer() or seed < 0:
+            if seed is None:
+                raise InputError("the random seed field is empty: enter a whole number >= 0")
+            if not float(seed).is_integer() or seed < 0:
                 raise InputError(f"random seed must be a whole number >= 0, got {seed!r}")
             return cls(source=source, seed=int(seed))
         if upload is None:

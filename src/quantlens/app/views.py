@@ -79,6 +79,36 @@ def view_values(tensor: Tensor, *, integer: bool) -> np.ndarray:
     return tensor.view(integer=integer and tensor.is_quantized)
 
 
+def view_histogram(values: np.ndarray, bins: int, *, integer: bool) -> stats.Histogram:
+    """Bin the displayed array into ``bins`` bins over its range; integer codes into at most ``bins``.
+
+    Integer codes get bins of one width, a whole number of codes, with edges halfway between
+    codes: equal-width bins over the codes' range would hold unequal numbers of codes (5 or 6
+    for 255 codes in 50 bins) and show bumps that are not in the data. The last bin ends at
+    most ``width - 1`` codes past the largest code.
+    """
+    if not integer or values.size == 0:
+        return stats.histogram(values, bins)
+    low, high = int(values.min()), int(values.max())
+    span = high - low + 1
+    width = -(-span // bins)
+    count = -(-span // width)
+    return stats.histogram(values, count, value_range=(low - 0.5, low - 0.5 + width * count))
+
+
+def codes_per_bin(histogram: stats.Histogram) -> int:
+    """Return how many integer codes one bin of a ``view_histogram`` of codes spans."""
+    return round(float(histogram.edges[1] - histogram.edges[0])) if histogram.bins else 1
+
+
+def axis_title(histogram: stats.Histogram, *, integer: bool) -> str:
+    """Return the x axis title of a ``view_histogram``: values, or codes and codes per bar."""
+    if not integer:
+        return "value"
+    width = codes_per_bin(histogram)
+    return VIEW_CODES if width == 1 else f"{VIEW_CODES} ({width} per bar)"
+
+
 @functools.lru_cache(maxsize=64)
 def summarize_view(tensor: Tensor, integer: bool) -> stats.Summary:
     """Summarize the displayed array; cached per tensor record and view."""
@@ -101,9 +131,10 @@ def format_value(value: float | int | None) -> str:
     return f"{float(value):.6g}"
 
 
-def statistics_rows(subject: Subject, summary: stats.Summary) -> list[dict[str, str]]:
+def statistics_rows(subject: Subject, summary: stats.Summary, *, integer: bool = False) -> list[dict[str, str]]:
     """Return (statistic, value) rows for the statistics panel of the displayed view."""
     tensor = subject.tensor
+    dequantized = tensor.is_quantized and not integer
     rows = [
         ("min", format_value(summary.min)),
         ("max", format_value(summary.max)),
@@ -111,7 +142,7 @@ def statistics_rows(subject: Subject, summary: stats.Summary) -> list[dict[str, 
         ("std", format_value(summary.std)),
         ("shape", " x ".join(map(str, tensor.shape)) or "scalar"),
         ("elements", f"{summary.count:,}"),
-        ("dtype", tensor.dtype),
+        ("dtype", f"{tensor.dtype}, dequantized for display" if dequantized else tensor.dtype),
     ]
     if summary.nan_count or summary.inf_count:
         rows.append(("NaN / Inf", f"{summary.nan_count:,} / {summary.inf_count:,}"))
