@@ -80,7 +80,7 @@ def test_activations_list_layers(capsys):
 def test_activations_layer_index(capsys):
     code, out, _ = run_cli(capsys, "activations", "resnet8.pt", "--input", "random", "--layer-index", "1")
     assert code == 0
-    assert "1 activations" in out
+    assert "1 activation, statistics" in out
 
 
 def test_activations_stats(capsys, cifar_dir):
@@ -245,3 +245,10 @@ def test_data_download_file_url(capsys, tmp_path):
     code, _, _ = run_cli(capsys, "data", "cifar10", "--dest", str(dest), "--url", archive.as_uri(), "--md5", hashlib.md5(payload).hexdigest())
     assert code == 0
     assert (dest / "cifar-10-batches-py" / "test_batch").read_bytes() == b"local"
+
+
+def test_stats_odd_bins_rejected_before_running(capsys):
+    assert main(["activations", "resnet8.onnx", "--input", "random", "--stats", "--bins", "7"]) == 2
+    captured = capsys.readouterr()
+    assert "--bins must be an even number >= 2, got 7" in captured.err
+    assert "%" not in captured.err  # no progress bar started

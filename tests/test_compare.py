@@ -382,6 +382,12 @@ def test_cli_weights_only(bundled, capsys):
     assert "weights only" in capsys.readouterr().out
 
 
+def test_cli_same_file_warns(bundled, caplog):
+    with caplog.at_level("WARNING", logger="quantlens"):
+        assert main(["compare", "resnet8.onnx", str(bundled["resnet8.onnx"])]) == 0
+    assert "both models are resnet8.onnx" in caplog.text
+
+
 def test_cli_unknown_mapping_name_exits_2(bundled, tmp_path, capsys):
     mapping = tmp_path / "mapping.json"
     mapping.write_text(json.dumps({"/no/such/Conv": "/conv/Conv"}))

@@ -54,9 +54,15 @@ def test_parse_random_alone():
         parse_input(["random", "cat.png"])
 
 
-def test_parse_empty():
-    with pytest.raises(InputError, match="no input given"):
-        parse_input([])
+@pytest.mark.parametrize("specs", [[], "", ["  "]])
+def test_parse_empty(specs):
+    with pytest.raises(InputError, match="empty input: use cifar10:INDEX"):
+        parse_input(specs)
+
+
+def test_parse_unknown_form_lists_forms():
+    with pytest.raises(InputError, match=r"image file not found: 'foo:3'; use cifar10:INDEX, cifar10:A-B, random"):
+        parse_input("foo:3")
 
 
 def test_cifar_samples_labels(cifar_dir):

@@ -101,6 +101,13 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+def test_eval_limit_above_test_set_warns(tiny_dataset, capsys, caplog):
+    with caplog.at_level("WARNING", logger="quantlens"):
+        assert main(["eval", "resnet8.onnx", "--data-dir", str(tiny_dataset), "--limit", "20000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 100
+    assert "limit 20000 is more than the 100 test images" in caplog.text
+
+
 def test_train_writes_metrics_and_resumes(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     arguments = ["zoo", "train", "--data-dir", str(tiny_dataset), "--out", str(out), "--batch-size", "32"]

@@ -66,6 +66,8 @@ def evaluate(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     split = load_split(data_dir, "test")
     count = len(split) if limit is None else min(limit, len(split))
+    if limit is not None and limit > len(split):
+        logger.warning("limit %d is more than the %d test images; evaluating all %d", limit, len(split), len(split))
     batch = _batch_size_for(session, batch_size)
     predictions = np.empty(count, dtype=np.int64)
     for start in tqdm(range(0, count, batch), desc=f"eval {session.path.name}", disable=not progress, unit="batch"):

@@ -103,7 +103,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--stats", action="store_true", help="print statistics merged over all inputs instead of one capture")
     parser.add_argument(
-        "--bins", type=int, default=DEFAULT_BINS, help="float histogram bins for --stats, an even number (default: %(default)s)"
+        "--bins", type=int, default=DEFAULT_BINS, help="float histogram bins for --stats, an even number: when values fall outside the range, "
+        "pairs of bins merge so that the range doubles (default: %(default)s)"
     )
     parser.add_argument("--batch-size", type=int, default=100, help="inputs per run for --stats (default: %(default)s)")
 
@@ -133,6 +134,8 @@ def run_activations(args: argparse.Namespace) -> int:
         raise InputError("--input is required: pass cifar10:INDEX, random[:SEED] or image paths (or use --list-layers)")
     if args.values < 0:
         raise InputError(f"--values must be 0 or more, got {args.values}")
+    if args.stats and (args.bins < 2 or args.bins % 2):
+        raise InputError(f"--bins must be an even number >= 2, got {args.bins}")
     selection = selection_for(session, layers=args.layer, indices=args.layer_index)
     batch = parse_input(args.input, data_dir=args.data_dir, size=session.adapter.image_size)
     print(f"{session.path.name}: {session.format}; input {session.adapter.describe()}")
@@ -195,7 +198,7 @@ def _print_activations(capture: CaptureResult, points: list[CapturePoint], *, co
         if count and quantized:
             row.append(_first_values(tensor.codes, count) if tensor.codes is not None else "")
         rows.append(row)
-    print(f"{len(rows)} activations, statistics over all {len(capture.inputs)} inputs:")
+    print(f"{_count(len(rows), 'activation')}, statistics over all {_count(len(capture.inputs), 'input')}:")
     print_table(headers, rows)
 
 
@@ -244,7 +247,7 @@ def _save(capture: CaptureResult, session: Session, path: Path) -> None:
 
 def _print_statistics(result: StatisticsResult) -> None:
     _print_notices(result.notices)
-    print(f"{len(result.activations)} activations over {result.samples} inputs:")
+    print(f"{_count(len(result.activations), 'activation')} over {_count(result.samples, 'input')}:")
     rows = []
     for item in result.activations:
         summary = item.summary
@@ -285,3 +288,7 @@ def run_data_cifar10(args: argparse.Namespace) -> int:
     if destination.resolve() != default_destination().resolve():
         print(f"pass --data-dir {folder} or set QUANTLENS_CIFAR10_DIR={folder} so that quantlens finds it")
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

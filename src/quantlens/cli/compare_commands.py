@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from quantlens.cli._common import format_number, print_table
@@ -15,6 +16,8 @@ from quantlens.compare.local import LOCAL_UNAVAILABLE
 from quantlens.errors import InputError
 from quantlens.records import Layer
 from quantlens.zoo.bundled import resolve_model
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOP = 20
 COMPARE_DESCRIPTION = """\
@@ -74,9 +77,12 @@ def run_compare(args: argparse.Namespace) -> int:
         if path and not Path(path).expanduser().parent.is_dir():
             raise InputError(f"cannot write {kind} file {path!r}: its folder does not exist; create it first")
     mapping = load_mapping(args.mapping) if args.mapping else None
+    float_path, quant_path = resolve_model(args.float_model), resolve_model(args.quant_model)
+    if Path(float_path).resolve() == Path(quant_path).resolve():
+        logger.warning("both models are %s: every tensor will compare equal (SQNR inf)", Path(float_path).name)
     report = compare_models(
-        resolve_model(args.float_model),
-        resolve_model(args.quant_model),
+        float_path,
+        quant_path,
         inputs=args.input,
         data_dir=args.data_dir,
         mapping=mapping,

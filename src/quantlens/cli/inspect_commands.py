@@ -35,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = subparsers.add_parser(
         "stats",
         help="statistics and histogram of tensors",
-        description="Without --layer: summary statistics of every tensor (dequantized values). "
-        "With --layer: one tensor's statistics, quantization parameters and histogram.",
+        description="Without --layer: summary statistics of every tensor (dequantized values; the "
+        "zeros % column is the share of elements equal to 0). With --layer: one tensor's statistics, "
+        "quantization parameters and histogram, each non-empty bin with its count and its percent "
+        "of the elements.",
     )
     stats.add_argument("model", help=MODEL_HELP)
     stats.add_argument("--layer", help="layer name, verbatim as `quantlens layers` prints it")
@@ -130,7 +132,8 @@ def _print_report(report: inspect_model.TensorReport) -> None:
     tensor = report.tensor
     view = "integer codes" if report.integer else "values"
     print(f"{report.layer.name} / {tensor.name} ({tensor.role}, {report.layer.op_type}), {view}")
-    print(f"shape {tuple(tensor.shape)}, dtype {tensor.dtype}, {report.summary.count} elements")
+    dequantized = ", dequantized below" if tensor.is_quantized and not report.integer else ""
+    print(f"shape {tuple(tensor.shape)}, dtype {tensor.dtype}{dequantized}, {report.summary.count} elements")
     summary = report.summary
     for label, value in (("min", summary.min), ("max", summary.max), ("mean", summary.mean), ("std", summary.std)):
         print(f"  {label:5} {format_number(value)}")
