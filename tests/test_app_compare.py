@@ -267,6 +267,19 @@ def test_layer_figures_overlay_and_scatter(weights_report):
     assert "Weight SQNR" in comparison.layer_facts(result)
 
 
+@pytest.mark.parametrize(("pair", "expected"), [
+    (("resnet8.pt", "resnet8_int8.pt"), "no local SQNR: local error needs a quantized ONNX model"),
+    (("resnet8.onnx", "resnet8_int8.onnx"), "dB; local SQNR "),
+])
+def test_layer_facts_explain_local_sqnr(catalog, pair, expected):
+    inputs = comparison.CompareInputs.from_widgets(comparison.INPUT_RANDOM, start=None, count=None, seed=0)
+    report = comparison.compare_choices(catalog, *pair, inputs=inputs, data_dir=None, trust=False)
+    result = next(layer for layer in report.layers if layer.activation is not None)
+    facts = comparison.layer_facts(result)
+    assert expected in facts
+    assert "- dB" not in facts
+
+
 def test_layer_result_of_unknown_layer(weights_report):
     with pytest.raises(ComparisonError, match="'nope' is not a matched layer"):
         comparison.layer_result(weights_report, "nope")

@@ -416,7 +416,9 @@ def layer_facts(result: LayerResult) -> str:
     elif result.weight_note:
         parts.append(f"Weights not compared: {result.weight_note}.")
     if result.activation is not None:
-        parts.append(
-            f"Activation SQNR {format_db(result.activation_sqnr_db)} dB, local SQNR {format_db(result.local_sqnr_db)} dB."
-        )
+        if result.local_sqnr_db is not None:
+            local = f"local SQNR {format_db(result.local_sqnr_db)} dB"
+        else:
+            local = f"no local SQNR: {result.activation.local_note or 'not measured'}"
+        parts.append(f"Activation SQNR {format_db(result.activation_sqnr_db)} dB; {local}.")
     return "  \n".join(parts)
