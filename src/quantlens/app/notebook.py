@@ -148,7 +148,7 @@ def _(
         [
             mo.md("## Activations"),
             source_picker,
-            mo.hstack([_controls[source_picker.value], run_button], justify="start", align="end"),
+            mo.hstack([_controls[source_picker.value], run_button], justify="start", align="end", wrap=True),
             *_notes,
         ]
     )
@@ -355,7 +355,7 @@ def _(
     _rows = [
         mo.md("## Inspect"),
         mode_switch if mode_switch is not None else mo.md("*Run a capture above to inspect activations too.*"),
-        mo.hstack(_selectors, justify="start", gap=1),
+        mo.hstack(_selectors, justify="start", gap=1, wrap=True),
     ]
     if subject is not None and subject.tensor.is_quantized:
         _rows.append(view_switch)
@@ -661,9 +661,9 @@ def _(
     mo.vstack(
         [
             mo.md("## Compare a float model with its quantized version"),
-            mo.hstack([float_picker, quant_picker], justify="start", gap=1),
+            mo.hstack([float_picker, quant_picker], justify="start", gap=1, wrap=True),
             compare_source,
-            mo.hstack([*_controls[compare_source.value], compare_button], justify="start", align="end"),
+            mo.hstack([*_controls[compare_source.value], compare_button], justify="start", align="end", wrap=True),
             *_notes,
         ]
     )
