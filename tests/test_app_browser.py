@@ -179,10 +179,19 @@ def histogram_bars(page):
 
 
 def reveal_lazy(page) -> None:
-    """Scroll every section the app draws only when visible (``mo.lazy``) into view."""
+    """Scroll every section the app draws only when visible (``mo.lazy``) into view.
+
+    A cell that re-runs meanwhile replaces its section, so the count can drop while this
+    scrolls. The sections are then counted again, up to three times.
+    """
     sections = page.locator("marimo-lazy")
-    for index in range(sections.count()):
-        sections.nth(index).scroll_into_view_if_needed()
+    for _ in range(3):
+        try:
+            for index in range(sections.count()):
+                sections.nth(index).scroll_into_view_if_needed(timeout=10_000)
+            return
+        except playwright_api.TimeoutError:
+            continue
 
 
 def select_option(page, label: str) -> None:

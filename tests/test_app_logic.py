@@ -162,6 +162,7 @@ def test_code_histogram_labels_name_codes():
     codes = np.array([-2, -1, -1, 0, 3], dtype=np.int8)
     spec = widget_spec(views.view_histogram(codes, 10, integer=True), integer=True)
     assert "code -1 (2 elements)" in spec["labels"]
+    assert "code -2 (1 element)" in spec["labels"]
     # 255 codes in at most 50 bins: 6 codes a bin, 43 bins.
     wide = widget_spec(views.view_histogram(np.arange(-127, 128, dtype=np.int8), 50, integer=True), integer=True)
     assert wide["labels"][0] == "codes -127 to -122 (6 elements)"
@@ -432,6 +433,9 @@ def test_range_error_messages():
     assert "greater" in views.range_error({"low": 2.0, "high": 1.0})
     assert "swap them" in views.range_error({"low": 2.0, "high": 1.0})
     assert views.submitted_range({"low": 2.0, "high": 1.0}) is None
+    assert views.submitted_range({"low": " 1e-5", "high": "-1E3"}) is None
+    assert views.submitted_range({"low": "-1E3", "high": "1e300"}) == (-1000.0, 1e300)
+    assert "min is empty" in views.range_error({"low": "", "high": "1"})
     assert views.submitted_range({"low": -1, "high": 1}) == (-1.0, 1.0)
 
 

@@ -107,6 +107,31 @@ def test_drag_sends_value_range(page):
     assert page.locator(".ql-selection").get_attribute("visibility") == "visible"
 
 
+def test_drag_past_edge_stays_in_plot(page):
+    render(page, spec_of(np.arange(101.0), 10))
+    area = page.locator(".ql-overlay").bounding_box()
+    y = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + area["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(area["x"] - 40, y, steps=5)
+    box = page.locator(".ql-selection").bounding_box()
+    page.mouse.up()
+    assert box["x"] >= area["x"] - 0.5
+    assert page.evaluate("window.saved")[-1][0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unselectable_chart_ignores_drag(page):
+    render(page, spec_of(np.arange(101.0), 10, selectable=False))
+    area = page.locator(".ql-overlay").bounding_box()
+    y = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + area["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    assert page.evaluate("window.saved") == []
+    assert page.locator(".ql-selection").get_attribute("visibility") == "hidden"
+
+
 def test_click_clears_selection(page):
     render(page, spec_of(np.arange(101.0), 10))
     area = page.locator(".ql-overlay").bounding_box()

@@ -168,8 +168,9 @@ function draw(root, spec, model, state) {
   overlay.addEventListener("pointermove", (event) => {
     const px = pointerX(event);
     if (dragStart !== null) {
-      box.setAttribute("x", Math.min(dragStart, px));
-      box.setAttribute("width", Math.abs(px - dragStart));
+      const end = Math.min(Math.max(px, MARGIN.left), MARGIN.left + plotWidth);
+      box.setAttribute("x", Math.min(dragStart, end));
+      box.setAttribute("width", Math.abs(end - dragStart));
       box.setAttribute("visibility", "visible");
       tip.hidden = true;
       return;
@@ -189,8 +190,11 @@ function draw(root, spec, model, state) {
     tip.hidden = true;
   });
   overlay.addEventListener("pointerdown", (event) => {
+    if (spec.selectable === false) {
+      return;
+    }
     overlay.setPointerCapture(event.pointerId);
-    dragStart = pointerX(event);
+    dragStart = Math.min(Math.max(pointerX(event), MARGIN.left), MARGIN.left + plotWidth);
   });
   overlay.addEventListener("pointerup", (event) => {
     if (dragStart === null) {

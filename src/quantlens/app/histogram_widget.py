@@ -51,12 +51,14 @@ def histogram_spec(
     x_title: str,
     highlight: tuple[float, float] | None = None,
     integer: bool = False,
+    selectable: bool = True,
 ) -> dict[str, Any]:
     """Return what :class:`HistogramWidget` draws: edges, percents, bar labels and colours.
 
     With ``highlight`` (low, high), bins that overlap [low, high] keep the strong colour, the
     others are muted, and the range is shaded. With ``integer``, the edges lie halfway between
     integer codes (as ``views.view_histogram`` makes them) and the labels name the codes.
+    Without ``selectable``, dragging draws no selection (for charts whose range nothing reads).
     """
     palette = PALETTES[Kind(kind)]
     edges = np.asarray(histogram.edges, dtype=np.float64)
@@ -66,7 +68,7 @@ def histogram_spec(
         inside = bins_in_range(edges, *highlight)
         colors = [palette.strong if flag else palette.muted for flag in inside.tolist()]
     labels = [
-        f"{_bin_text(low, high, integer)} ({count:,} elements)"
+        f"{_bin_text(low, high, integer)} ({count:,} {'element' if count == 1 else 'elements'})"
         for low, high, count in zip(edges[:-1].tolist(), edges[1:].tolist(), histogram.counts.tolist())
     ]
     return {
@@ -80,6 +82,7 @@ def histogram_spec(
         "colors": colors,
         "color": palette.strong,
         "shade": None if highlight is None else [float(highlight[0]), float(highlight[1])],
+        "selectable": selectable,
     }
 
 

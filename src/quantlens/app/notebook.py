@@ -107,7 +107,7 @@ def _(mo, session):
     # No start or stop: marimo would clamp an out-of-range index without a word, while the
     # capture reports it.
     cifar_index = mo.ui.number(step=1, value=0, label="CIFAR-10 test index (0-9999)")
-    random_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
+    random_seed = mo.ui.number(step=1, value=0, label="Random seed")
     image_upload = mo.ui.file(
         filetypes=[".png", ".jpg", ".jpeg"], max_size=20_000_000, label="Image (PNG or JPEG)"
     )
@@ -382,8 +382,9 @@ def _(mo, subject, summary, views):
     range_form = (
         mo.md("**Value range** {low} to {high}")
         .batch(
-            low=mo.ui.number(value=_low, label="min"),
-            high=mo.ui.number(value=_high, label="max"),
+            # Text fields: a number input drops the e of 1e-5 as it is typed.
+            low=mo.ui.text(value=f"{_low:.6g}", label="min"),
+            high=mo.ui.text(value=f"{_high:.6g}", label="max"),
         )
         .form(submit_button_label="Apply range", bordered=False)
     )
@@ -562,6 +563,7 @@ def _(bins_slider, choices, histogram_widget, mo, mode, page, picked, stats):
                             kind=_weight.kind,
                             title=_weight.title(integer=False),
                             x_title="value",
+                            selectable=False,
                         )
                     )
                 )
@@ -616,7 +618,7 @@ def _(catalog, comparison, mo):
     compare_count = mo.ui.number(
         step=1, value=comparison.DEFAULT_IMAGES, label=f"Images (1-{comparison.MAX_IMAGES})"
     )
-    compare_seed = mo.ui.number(start=0, step=1, value=0, label="Random seed")
+    compare_seed = mo.ui.number(step=1, value=0, label="Random seed")
     compare_button = mo.ui.run_button(label="Compare models", kind="success")
     return (
         compare_button,

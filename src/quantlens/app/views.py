@@ -261,21 +261,32 @@ def range_error(value: Mapping[str, object] | None) -> str | None:
     """Return why a submitted ``{"low": ..., "high": ...}`` range is invalid, else None."""
     if value is None:
         return None
-    low, high = value.get("low"), value.get("high")
-    if not _is_number(low) or not _is_number(high):
+    raw_low, raw_high = value.get("low"), value.get("high")
+    low, high = _number(raw_low), _number(raw_high)
+    if low is None or high is None:
         return (
-            f"Enter both a minimum and a maximum as numbers (min is {_describe(low)}, max is "
-            f"{_describe(high)}), then apply the range again."
+            f"Enter both a minimum and a maximum as numbers (min is {_describe(raw_low)}, max is "
+            f"{_describe(raw_high)}), then apply the range again."
         )
-    if math.isnan(low) or math.isnan(high):  # type: ignore[arg-type]
+    if math.isnan(low) or math.isnan(high):
         return "The minimum and maximum must be numbers, not NaN."
     if low > high:
-        return f"The minimum {low} is greater than the maximum {high}; swap them and apply the range again."
+        return f"The minimum {low:g} is greater than the maximum {high:g}; swap them and apply the range again."
     return None
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: object) -> float | None:
+    """Read a range field: a number, or text such as ``1e-5`` (the fields are text inputs)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
 
 
 def _describe(value: object) -> str:
@@ -286,4 +297,4 @@ def submitted_range(value: Mapping[str, object] | None) -> tuple[float, float] |
     """Return the (low, high) of a valid submitted range; None before a submission."""
     if value is None or range_error(value) is not None:
         return None
-    return float(value["low"]), float(value["high"])  # type: ignore[arg-type]
+    return _number(value["low"]), _number(value["high"])  # type: ignore[return-value]
